@@ -1,0 +1,21 @@
+// clipfreeze command line. Each command lives in its own file under lib/cli/ and exports
+// `register(program)`, which adds the command, its options and help text.
+import { Command } from 'commander';
+import { log } from '../util/log.ts';
+
+const program = new Command();
+program
+  .name('clipfreeze')
+  .description('Choose which CLIP layers to freeze, train or cut off for a medical imaging domain, and measure the cost.')
+  .option('--backend <name>', 'TF.js backend: node-gpu, node, wasm or cpu (default: fastest present; env CLIPFREEZE_BACKEND)')
+  .showHelpAfterError();
+
+// Commands register themselves here, one import line each.
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  log.error((err as Error).message);
+  if (process.env.CLIPFREEZE_DEBUG) console.error(err);
+  process.exitCode = 1;
+}
