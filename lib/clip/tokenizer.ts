@@ -27,7 +27,7 @@ const ASSET_VOCAB = path.join(path.dirname(fileURLToPath(import.meta.url)), 'ass
 const TOKEN_PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
 
 /**
- * Maps every byte to a printable unicode character so that BPE never sees whitespace or
+ * Maps every byte to a printable unicode character so that BPE input contains no whitespace or
  * control characters: printable Latin-1 bytes map to themselves, the rest to 256 + n.
  */
 export function bytesToUnicode(): string[] {
@@ -119,10 +119,10 @@ export class ClipTokenizer {
     try {
       text = zlib.gunzipSync(fs.readFileSync(file)).toString('utf8');
     } catch (err) {
-      throw new Error(`Cannot read the BPE vocabulary ${file}: ${(err as Error).message}. Use OpenAI's bpe_simple_vocab_16e6.txt.gz.`);
+      throw new Error(`Failed to read the BPE vocabulary ${file}: ${(err as Error).message}. Use OpenAI's bpe_simple_vocab_16e6.txt.gz.`);
     }
 
-    // Line 0 is a version header; the next 48894 lines are the merges CLIP uses.
+    // Line 0 is a version header. The next 48894 lines are the merges CLIP uses.
     const lines = text.split('\n').slice(1, OPENAI_MERGE_COUNT + 1).filter((line) => line !== '');
     if (lines.length < OPENAI_MERGE_COUNT) {
       throw new Error(`Invalid BPE vocabulary ${file}: expected ${OPENAI_MERGE_COUNT} merges, found ${lines.length}.`);
@@ -142,7 +142,7 @@ export class ClipTokenizer {
     try {
       vocab = JSON.parse(fs.readFileSync(vocabFile, 'utf8')) as Record<string, number>;
     } catch (err) {
-      throw new Error(`Cannot read the tokenizer vocabulary ${vocabFile}: ${(err as Error).message}`);
+      throw new Error(`Failed to read the tokenizer vocabulary ${vocabFile}: ${(err as Error).message}`);
     }
     const lines = fs
       .readFileSync(mergesFile, 'utf8')
