@@ -1,0 +1,76 @@
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, flagOf, identityOf, loadTrainConfigFile, parseTrainConfig, TRAIN_KEYS } from '../../lib/train/config.ts';
+
+const minimal = { checkpoint: '/models/clip', data: '/data/cxr' };
+
+test('config fills defaults', (t) => {
+  const config = parseTrainConfig(minimal);
+  t.is(config.trainUnits, 'all');
+  t.is(config.batchSize, 32);
+  t.deepEqual(config.limit, { train: null, val: null, test: null });
+});
+
+test('config keeps given values', (t) => {
+  const config = parseTrainConfig({ ...minimal, lr: 3e-4, limit: { train: 20 }, source: [{ name: 'cifar', path: '/c' }] });
+  t.is(config.lr, 3e-4);
+  t.deepEqual(config.limit, { train: 20, val: null, test: null });
+  t.is(config.source[0].limitPerClass, 10);
+});
+
+test('config error names unknown key', (t) => {
+  const err = t.throws(() => parseTrainConfig({ ...minimal, learningRate: 1 }), { instanceOf: ConfigError });
+  t.regex(err!.message, /unknown key 'learningRate'/);
+  t.regex(err!.message, /Allowed keys: .*microBatchSize/);
+});
+
+test('config error names enum values', (t) => {
+  const err = t.throws(() => parseTrainConfig({ ...minimal, headInit: 'xavier' }));
+  t.regex(err!.message, /invalid value for 'headInit': "xavier"\. Allowed values: zero-shot, random/);
+});
+
+test('config error names bad number', (t) => {
+  const err = t.throws(() => parseTrainConfig({ ...minimal, batchSize: 0 }));
+  t.regex(err!.message, /invalid value for 'batchSize': 0 must be >= 1/);
+});
+
+test('config error names missing key', (t) => {
+  const err = t.throws(() => parseTrainConfig({ data: '/d' }));
+  t.regex(err!.message, /missing key 'checkpoint' \(flag --checkpoint\)/);
+});
+
+test('config error names nested limit', (t) => {
+  const err = t.throws(() => parseTrainConfig({ ...minimal, limit: { tran: 5 } }));
+  t.regex(err!.message, /unknown key 'limit\.tran'/);
+});
+
+test('config rejects indivisible micro-batch', (t) => {
+  const err = t.throws(() => parseTrainConfig({ ...minimal, batchSize: 32, microBatchSize: 5 }));
+  t.regex(err!.message, /'batchSize' 32 is not a multiple of 'microBatchSize' 5/);
+});
+
+test('config flags are kebab case', (t) => {
+  t.is(flagOf('microBatchSize'), '--micro-batch-size');
+  t.is(flagOf('lr'), '--lr');
+  t.true(TRAIN_KEYS.includes('trainUnits'));
+});
+
+test('config file resolves relative paths', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-config-'));
+  const file = path.join(dir, 'train.json');
+  fs.writeFileSync(file, JSON.stringify({ checkpoint: 'models/mini', data: '/abs/data', source: [{ name: 's', path: 'src' }] }));
+  const raw = loadTrainConfigFile(file);
+  t.is(raw.checkpoint, path.join(dir, 'models/mini'));
+  t.is(raw.data, '/abs/data');
+  t.is((raw.source as Array<{ path: string }>)[0].path, path.join(dir, 'src'));
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('config identity ignores output folders', (t) => {
+  const a = identityOf(parseTrainConfig({ ...minimal, runs: '/r1' }));
+  const b = identityOf(parseTrainConfig({ ...minimal, runs: '/r2', cacheDir: '/c' }));
+  t.deepEqual(a, b);
+  t.notDeepEqual(a, identityOf(parseTrainConfig({ ...minimal, seed: 1 })));
+});
