@@ -1,0 +1,169 @@
+// Forgetting: source-domain zero-shot top-1 accuracy of a model's image tower, measured against
+// the ORIGINAL (pretrained) text tower. Fine-tuning changes only the image tower, so comparing
+// accuracy before and after shows how much of CLIP's natural-image knowledge the image features
+// lost. Class embeddings are prompt ensembles ("a photo of a {class}." and variants).
+import * as tf from '@tensorflow/tfjs';
+import { ImageDecodeError, preprocessImage, type PreprocessConfig } from '../clip/preprocess.ts';
+import type { ClipTokenizer } from '../clip/tokenizer.ts';
+import { openImageFolder, sampleImageFolder, type ImageFolderSet } from '../data/imageFolder.ts';
+import { moduleLog } from '../util/log.ts';
+import { createProgress } from '../util/progress.ts';
+import { ensembleTextEmbedding, normaliseInPlace, renderTemplates, type TextEncoder } from './zeroShot.ts';
+
+const logger = moduleLog('forgetting');
+
+/** Five of the prompt templates that openai/CLIP uses for its ImageNet and CIFAR zero-shot evaluations. */
+export const DEFAULT_SOURCE_TEMPLATES = [
+  'a photo of a {class}.',
+  'a blurry photo of a {class}.',
+  'a photo of the large {class}.',
+  'a photo of the small {class}.',
+  'a low resolution photo of a {class}.',
+];
+
+/** The part of ClipModel the image side uses. */
+export interface ImageEncoder {
+  /** Pixels NCHW [B, 3, H, W] to image features [B, E] (not normalised). */
+  encodeImage(pixels: tf.Tensor4D, options?: { truncate?: number }): tf.Tensor2D;
+}
+
+export interface SourceAccuracyOptions {
+  /** Model whose image tower is measured (pretrained, or fine-tuned). */
+  imageModel: ImageEncoder;
+  /** Pretrained model whose text tower embeds the class prompts. */
+  textModel: TextEncoder;
+  tokenizer: ClipTokenizer;
+  /** Folder-per-class image set, or its path. */
+  set: ImageFolderSet | string;
+  preprocess: PreprocessConfig;
+  /** Images per class, drawn with `seed`. All images when omitted. */
+  limitPerClass?: number;
+  seed?: number;
+  /** Templates with `{class}`. */
+  templates?: string[];
+  batchSize?: number;
+  /** Vision blocks removed from the top of the image tower (truncated models). */
+  truncate?: number;
+}
+
+export interface SourceAccuracy {
+  name: string;
+  root: string;
+  /** Top-1 accuracy in [0, 1] over the images that decoded. */
+  accuracy: number;
+  correct: number;
+  n: number;
+  classes: number;
+  /** Images that failed to decode, skipped with a warning. */
+  skipped: number;
+  limitPerClass: number | null;
+  seed: number;
+  templates: string[];
+}
+
+/** forgetting.json: accuracy per source set before and after fine-tuning. */
+export interface ForgettingJson {
+  sets: Record<string, { before: number; after: number; drop: number; n: number }>;
+  /** Mean of `drop` over the sets (before - after, in accuracy points of [0, 1]). */
+  meanDrop: number | null;
+}
+
+/** Encodes each class's prompt ensemble with the text tower: unit vectors row-major [C, E]. */
+export function classEmbeddings(textModel: TextEncoder, tokenizer: ClipTokenizer, classNames: string[], templates = DEFAULT_SOURCE_TEMPLATES): Float32Array[] {
+  for (const template of templates) {
+    if (!template.includes('{class}')) throw new Error(`Invalid source-domain template "${template}": it has no {class} placeholder.`);
+  }
+  return classNames.map((name) => ensembleTextEmbedding(textModel, tokenizer, renderTemplates(templates, name, '{class}')));
+}
+
+/** Measures zero-shot top-1 accuracy of `imageModel`'s image tower on a folder-per-class set. */
+export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Promise<SourceAccuracy> {
+  const set = typeof options.set === 'string' ? openImageFolder(options.set) : options.set;
+  const seed = options.seed ?? 0;
+  const templates = options.templates ?? DEFAULT_SOURCE_TEMPLATES;
+  const batchSize = options.batchSize ?? 32;
+  const samples = sampleImageFolder(set, options.limitPerClass, seed);
+  const classes = classEmbeddings(options.textModel, options.tokenizer, set.classNames, templates);
+  const size = options.preprocess.size;
+
+  let correct = 0;
+  let n = 0;
+  let skipped = 0;
+  const progress = createProgress(`forgetting ${set.name}`, samples.length);
+  for (let start = 0; start < samples.length; start += batchSize) {
+    const batch = samples.slice(start, start + batchSize);
+
+    // Decode and preprocess. A corrupt image is skipped and counted, not fatal.
+    const pixels: Float32Array[] = [];
+    const labels: number[] = [];
+    for (const sample of batch) {
+      try {
+        pixels.push(await preprocessImage(sample.file, options.preprocess));
+        labels.push(sample.label);
+      } catch (err) {
+        if (!(err instanceof ImageDecodeError)) throw err;
+        skipped++;
+        logger.warn(err.message);
+      }
+    }
+
+    if (pixels.length > 0) {
+      const input = new Float32Array(pixels.length * 3 * size * size);
+      pixels.forEach((p, i) => input.set(p, i * p.length));
+      const features = tf.tidy(() => options.imageModel.encodeImage(tf.tensor4d(input, [pixels.length, 3, size, size]), { truncate: options.truncate }));
+      const values = features.dataSync() as Float32Array;
+      features.dispose();
+
+      const embedDim = values.length / pixels.length;
+      labels.forEach((label, i) => {
+        const predicted = nearestClass(normaliseInPlace(values.slice(i * embedDim, (i + 1) * embedDim)), classes);
+        if (predicted === label) correct++;
+        n++;
+      });
+    }
+    progress.tick(batch.length, { accuracy: n ? correct / n : 0 });
+  }
+  progress.stop();
+
+  if (n === 0) throw new Error(`No image of ${set.root} could be decoded (${skipped} skipped); forgetting cannot be measured on it.`);
+  const accuracy = correct / n;
+  logger.info(`${set.name}: zero-shot top-1 ${(accuracy * 100).toFixed(2)}% on ${n} images, ${set.classNames.length} classes${skipped ? `, ${skipped} skipped` : ''}`);
+  return {
+    name: set.name,
+    root: set.root,
+    accuracy,
+    correct,
+    n,
+    classes: set.classNames.length,
+    skipped,
+    limitPerClass: options.limitPerClass ?? null,
+    seed,
+    templates,
+  };
+}
+
+/** Combines per-set accuracies before and after fine-tuning into forgetting.json. */
+export function summariseForgetting(before: SourceAccuracy[], after: SourceAccuracy[]): ForgettingJson {
+  const sets: ForgettingJson['sets'] = {};
+  for (const b of before) {
+    const a = after.find((x) => x.name === b.name);
+    if (!a) throw new Error(`Source set ${b.name} was measured before fine-tuning but not after.`);
+    sets[b.name] = { before: b.accuracy, after: a.accuracy, drop: b.accuracy - a.accuracy, n: a.n };
+  }
+  const drops = Object.values(sets).map((s) => s.drop);
+  return { sets, meanDrop: drops.length ? drops.reduce((x, y) => x + y, 0) / drops.length : null };
+}
+
+function nearestClass(feature: Float32Array, classes: Float32Array[]): number {
+  let best = -1;
+  let bestScore = -Infinity;
+  classes.forEach((embedding, c) => {
+    let score = 0;
+    for (let e = 0; e < feature.length; e++) score += feature[e] * embedding[e];
+    if (score > bestScore) {
+      bestScore = score;
+      best = c;
+    }
+  });
+  return best;
+}
