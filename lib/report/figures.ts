@@ -1,0 +1,257 @@
+// Plotly figure specs for the report and the notebooks. Each builder returns plain JSON
+// ({data, layout}) that Plotly.newPlot takes in a browser and tslab notebooks display, or null
+// when the runs hold nothing to draw. Text that comes from run files (method and finding names)
+// is HTML-escaped, because Plotly renders a subset of HTML tags inside labels.
+import type { LoadedRun } from './load.ts';
+import { paretoFront, type MethodSummary } from './summary.ts';
+import type { PlanTable } from './plans.ts';
+import { sortUnits } from './plans.ts';
+
+export interface FigureSpec {
+  /** DOM id in the report, also the figure's anchor. */
+  id: string;
+  title: string;
+  /** One or two sentences under the figure: what is drawn and how to read it. */
+  caption: string;
+  data: Array<Record<string, unknown>>;
+  layout: Record<string, unknown>;
+}
+
+const FONT = { family: 'system-ui, sans-serif', size: 12 };
+
+/** Escapes text for Plotly labels, which would otherwise render tags such as <a> or <b>. */
+export function plotlyText(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function baseLayout(extra: Record<string, unknown>): Record<string, unknown> {
+  return { font: FONT, margin: { l: 70, r: 20, t: 30, b: 60 }, hovermode: 'closest', ...extra };
+}
+
+/** Heatmap of test AUROC per finding (columns) and method (rows), averaged over seeds. */
+export function perFindingHeatmap(summaries: MethodSummary[], findings: string[]): FigureSpec | null {
+  if (summaries.length === 0 || findings.length === 0) return null;
+
+  const z = summaries.map((s) => findings.map((f) => s.perFinding[f]?.mean ?? null));
+  const text = z.map((row) => row.map((v) => (v === null ? 'n/a' : v.toFixed(3))));
+  return {
+    id: 'fig-per-finding',
+    title: 'AUROC per finding',
+    caption: 'Test AUROC per finding, averaged over seeds. Grey cells: AUROC undefined (a split without positives or negatives).',
+    data: [
+      {
+        type: 'heatmap',
+        x: findings.map(plotlyText),
+        y: summaries.map((s) => plotlyText(s.method)),
+        z,
+        text,
+        texttemplate: '%{text}',
+        hovertemplate: '%{y}<br>%{x}: %{text}<extra></extra>',
+        colorscale: 'Viridis',
+        zmin: 0.5,
+        zmax: 1,
+        colorbar: { title: { text: 'AUROC' } },
+      },
+    ],
+    layout: baseLayout({
+      height: 120 + 28 * summaries.length,
+      margin: { l: 140, r: 20, t: 30, b: 110 },
+      xaxis: { tickangle: -40 },
+      yaxis: { autorange: 'reversed' },
+      plot_bgcolor: '#ddd',
+    }),
+  };
+}
+
+/**
+ * Mean AUROC against training cost (FLOPs of training plus selection, log axis), one point per
+ * method with the spread over seeds as error bars, and the Pareto front as a line.
+ */
+export function costFigure(summaries: MethodSummary[]): FigureSpec | null {
+  const points = summaries.filter((s) => s.meanAuroc.mean !== null && s.flops.mean !== null && s.flops.mean > 0);
+  if (points.length === 0) return null;
+
+  const front = paretoFront(points.map((s) => ({ x: s.flops.mean, y: s.meanAuroc.mean })));
+  return {
+    id: 'fig-cost',
+    title: 'AUROC against training cost',
+    caption: 'Test mean AUROC against the FLOPs of training plus layer selection (log scale). Error bars: standard deviation over seeds. The line joins the Pareto front: no other method is both cheaper and better. Zero-shot costs no training and is not drawn.',
+    data: [
+      {
+        type: 'scatter',
+        mode: 'markers+text',
+        name: 'methods',
+        x: points.map((s) => s.flops.mean),
+        y: points.map((s) => s.meanAuroc.mean),
+        text: points.map((s) => plotlyText(s.method)),
+        textposition: 'top center',
+        error_y: { type: 'data', array: points.map((s) => s.meanAuroc.sd ?? 0), visible: true },
+        marker: { size: 10 },
+        hovertemplate: '%{text}<br>FLOPs %{x:.3s}<br>AUROC %{y:.3f}<extra></extra>',
+      },
+      {
+        type: 'scatter',
+        mode: 'lines',
+        name: 'Pareto front',
+        x: front.map((i) => points[i].flops.mean),
+        y: front.map((i) => points[i].meanAuroc.mean),
+        line: { dash: 'dot', color: '#d62728' },
+        hoverinfo: 'skip',
+      },
+    ],
+    layout: baseLayout({
+      height: 420,
+      xaxis: { type: 'log', title: { text: 'training + selection FLOPs' } },
+      yaxis: { title: { text: 'test mean AUROC' } },
+    }),
+  };
+}
+
+/** Mean AUROC against forgetting (drop in source-domain zero-shot accuracy), one point per method. */
+export function forgettingFigure(summaries: MethodSummary[]): FigureSpec | null {
+  const points = summaries.filter((s) => s.meanAuroc.mean !== null && s.forgettingDrop.mean !== null);
+  if (points.length === 0) return null;
+
+  return {
+    id: 'fig-forgetting',
+    title: 'AUROC against forgetting',
+    caption: 'Test mean AUROC against the mean drop in zero-shot top-1 accuracy on the source-domain sets (before minus after fine-tuning). Left and up is better. Error bars: standard deviation over seeds.',
+    data: [
+      {
+        type: 'scatter',
+        mode: 'markers+text',
+        x: points.map((s) => s.forgettingDrop.mean),
+        y: points.map((s) => s.meanAuroc.mean),
+        text: points.map((s) => plotlyText(s.method)),
+        textposition: 'top center',
+        error_x: { type: 'data', array: points.map((s) => s.forgettingDrop.sd ?? 0), visible: true },
+        error_y: { type: 'data', array: points.map((s) => s.meanAuroc.sd ?? 0), visible: true },
+        marker: { size: 10 },
+        hovertemplate: '%{text}<br>drop %{x:.3f}<br>AUROC %{y:.3f}<extra></extra>',
+      },
+    ],
+    layout: baseLayout({
+      height: 420,
+      xaxis: { title: { text: 'source accuracy drop' }, zeroline: true },
+      yaxis: { title: { text: 'test mean AUROC' } },
+    }),
+  };
+}
+
+/** Training curves: one line per training run, validation AUROC (or training loss) per epoch. */
+export function trainingCurves(runs: LoadedRun[], value: 'valMeanAuroc' | 'trainLoss'): FigureSpec | null {
+  const trained = runs.filter((r) => r.history && r.history.epochs.length > 0);
+  if (trained.length === 0) return null;
+
+  const label = value === 'valMeanAuroc' ? 'validation mean AUROC' : 'training loss';
+  return {
+    id: value === 'valMeanAuroc' ? 'fig-curves-auroc' : 'fig-curves-loss',
+    title: value === 'valMeanAuroc' ? 'Validation AUROC per epoch' : 'Training loss per epoch',
+    caption: `The ${label} after each epoch, one line per training run (method and seed).`,
+    data: trained.map((r) => ({
+      type: 'scatter',
+      mode: 'lines+markers',
+      name: plotlyText(`${r.method} seed ${r.seed ?? '-'}`),
+      legendgroup: plotlyText(r.method),
+      x: r.history!.epochs.map((e) => e.epoch),
+      y: r.history!.epochs.map((e) => e[value]),
+    })),
+    layout: baseLayout({
+      height: 380,
+      xaxis: { title: { text: 'epoch' }, dtick: 1 },
+      yaxis: { title: { text: label } },
+    }),
+  };
+}
+
+/**
+ * Heatmap of each strategy's per-unit scores, one row per selection run. Scores are rescaled to
+ * [0, 1] per row because strategies score on different scales; the hover shows the raw score.
+ */
+export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]): FigureSpec | null {
+  const selections = runs
+    .filter((r) => r.selection && Object.keys(r.selection.scores).length > 0)
+    .sort((a, b) => methodOrder.indexOf(a.method) - methodOrder.indexOf(b.method) || (a.seed ?? 0) - (b.seed ?? 0));
+  if (selections.length === 0) return null;
+
+  const units = sortUnits(selections.flatMap((r) => Object.keys(r.selection!.scores)));
+  const raw = selections.map((r) => units.map((u) => r.selection!.scores[u] ?? null));
+  const z = raw.map((row) => {
+    const finite = row.filter((v): v is number => v !== null && Number.isFinite(v));
+    const lo = Math.min(...finite);
+    const hi = Math.max(...finite);
+    return row.map((v) => {
+      if (v === null || !Number.isFinite(v)) return null;
+      return hi > lo ? (v - lo) / (hi - lo) : 0;
+    });
+  });
+
+  return {
+    id: 'fig-scores',
+    title: 'Strategy scores per layer unit',
+    caption: 'Each selection run\'s score per layer unit (higher = more worth training), rescaled to [0, 1] per row. Units run in forward order: vision embed, blocks, head, then the text tower and the task head.',
+    data: [
+      {
+        type: 'heatmap',
+        x: units.map(plotlyText),
+        y: selections.map((r) => plotlyText(`${r.method} seed ${r.seed ?? '-'}`)),
+        z,
+        customdata: raw,
+        hovertemplate: '%{y}<br>%{x}: %{customdata:.4g}<extra></extra>',
+        colorscale: 'Blues',
+        zmin: 0,
+        zmax: 1,
+        colorbar: { title: { text: 'scaled score' } },
+      },
+    ],
+    layout: baseLayout({
+      height: 140 + 28 * selections.length,
+      margin: { l: 180, r: 20, t: 30, b: 110 },
+      xaxis: { tickangle: -60 },
+      yaxis: { autorange: 'reversed' },
+    }),
+  };
+}
+
+/** Draws each chosen plan as a row of units: frozen, trained or cut off. */
+export function plansFigure(table: PlanTable): FigureSpec | null {
+  if (table.rows.length === 0 || table.units.length === 0) return null;
+
+  const code = { frozen: 0, trained: 1, 'cut off': 2 } as const;
+  const z = table.rows.map((row) => row.states.map((s) => code[s]));
+  const text = table.rows.map((row) => row.states);
+  return {
+    id: 'fig-plans',
+    title: 'Freeze plans',
+    caption: 'Each method\'s plan per seed as a row of layer units: blue trains, grey stays frozen, red is cut off.',
+    data: [
+      {
+        type: 'heatmap',
+        x: table.units.map(plotlyText),
+        y: table.rows.map((r) => plotlyText(`${r.method} seed ${r.seed ?? '-'}`)),
+        z,
+        text,
+        hovertemplate: '%{y}<br>%{x}: %{text}<extra></extra>',
+        zmin: 0,
+        zmax: 2,
+        colorscale: [
+          [0, '#cccccc'],
+          [0.33, '#cccccc'],
+          [0.34, '#1f77b4'],
+          [0.66, '#1f77b4'],
+          [0.67, '#d62728'],
+          [1, '#d62728'],
+        ],
+        showscale: false,
+        xgap: 2,
+        ygap: 2,
+      },
+    ],
+    layout: baseLayout({
+      height: 140 + 28 * table.rows.length,
+      margin: { l: 180, r: 20, t: 30, b: 110 },
+      xaxis: { tickangle: -60 },
+      yaxis: { autorange: 'reversed' },
+    }),
+  };
+}

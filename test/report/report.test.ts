@@ -1,0 +1,194 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { parse } from 'parse5';
+import { loadRuns } from '../../lib/report/load.ts';
+import { paretoFront, spread, summarizeMethods } from '../../lib/report/summary.ts';
+import { planTable, sortUnits } from '../../lib/report/plans.ts';
+import { checkPretrained } from '../../lib/report/pretrained.ts';
+import { buildReportModel, jsonForScript, renderReportHtml, writeReport } from '../../lib/report/render.ts';
+import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
+
+const METHODS = ['zero-shot', 'full', 'truncate-2', 'gradient-rgn', 'similarity-cka'];
+
+type Node = { nodeName: string; attrs?: Array<{ name: string; value: string }>; childNodes?: Node[]; value?: string; content?: Node };
+
+function walk(node: Node, visit: (n: Node) => void): void {
+  visit(node);
+  for (const child of node.childNodes ?? []) walk(child, visit);
+  if (node.content) walk(node.content, visit);
+}
+
+function textOf(node: Node): string {
+  if (node.nodeName === '#text') return node.value ?? '';
+  return (node.childNodes ?? []).map(textOf).join('');
+}
+
+function byId(root: Node, id: string): Node | undefined {
+  let found: Node | undefined;
+  walk(root, (n) => {
+    if (!found && n.attrs?.some((a) => a.name === 'id' && a.value === id)) found = n;
+  });
+  return found;
+}
+
+test('loadRuns skips incomplete runs', (t) => {
+  const dir = writeSyntheticRuns();
+  const runs = loadRuns(dir);
+  t.false(runs.some((r) => r.method === 'crashed-method'));
+  t.is(runs.filter((r) => r.metrics).length, METHODS.length * SEEDS.length);
+});
+
+test('loadRuns rejects missing directory', (t) => {
+  const error = t.throws(() => loadRuns('/nonexistent/runs-dir'));
+  t.regex(error!.message, /Runs directory not found: \/nonexistent\/runs-dir/);
+});
+
+test('loadRuns rejects run without method', (t) => {
+  const dir = writeSyntheticRuns();
+  const bad = path.join(dir, 'train-bad');
+  fs.mkdirSync(bad);
+  fs.writeFileSync(path.join(bad, 'config.json'), JSON.stringify({ kind: 'train', seed: 0 }));
+  fs.writeFileSync(path.join(bad, 'complete.json'), JSON.stringify({ kind: 'train', runId: 'train-bad', finishedAt: '', files: [] }));
+  const error = t.throws(() => loadRuns(dir));
+  t.regex(error!.message, /train-bad has no 'method'/);
+});
+
+test('spread computes sample standard deviation', (t) => {
+  const s = spread([1, 2, 3, null, Number.NaN]);
+  t.is(s.mean, 2);
+  t.is(s.sd, 1);
+  t.is(s.n, 3);
+  t.is(spread([0.5]).sd, null);
+  t.is(spread([null]).mean, null);
+});
+
+test('summarizeMethods groups seeds per method', (t) => {
+  const summaries = summarizeMethods(loadRuns(writeSyntheticRuns()));
+  t.deepEqual(summaries.map((s) => s.method), METHODS);
+
+  const full = summaries.find((s) => s.method === 'full')!;
+  t.deepEqual(full.seeds, SEEDS);
+  t.is(full.meanAuroc.n, 2);
+  // Synthetic full runs: quality 0.60 + 0.01 * seed, mean AUROC = quality + 0.04.
+  t.true(Math.abs(full.meanAuroc.mean! - 0.645) < 1e-9);
+  t.true(Math.abs(full.meanAuroc.sd! - Math.SQRT1_2 * 0.01) < 1e-9);
+  t.is(full.perFinding.Hernia.mean, null);
+});
+
+test('summarizeMethods adds selection cost', (t) => {
+  const summaries = summarizeMethods(loadRuns(writeSyntheticRuns()));
+  const cka = summaries.find((s) => s.method === 'similarity-cka')!;
+  // Method index 3: training FLOPs 4e10 plus 2e9 for the selection.
+  t.is(cka.flops.mean, 4.2e10);
+  t.is(cka.kind, 'select+train');
+  // Wall time: 40 s training plus 3 s (seed 0) or 4 s (seed 1) of selection.
+  t.is(cka.wallSeconds.mean, 43.5);
+});
+
+test('paretoFront keeps undominated points', (t) => {
+  const points = [
+    { x: 1, y: 0.6 },
+    { x: 2, y: 0.55 },
+    { x: 3, y: 0.7 },
+    { x: 3, y: 0.65 },
+    { x: 5, y: 0.8 },
+    { x: null, y: 0.99 },
+  ];
+  t.deepEqual(paretoFront(points), [0, 2, 4]);
+});
+
+test('sortUnits follows forward order', (t) => {
+  const sorted = sortUnits(['head', 'vision.block.10', 'text.embed', 'vision.head', 'vision.block.2', 'logit_scale', 'vision.embed']);
+  t.deepEqual(sorted, ['vision.embed', 'vision.block.2', 'vision.block.10', 'vision.head', 'text.embed', 'logit_scale', 'head']);
+});
+
+test('planTable marks cut-off blocks', (t) => {
+  const runs = loadRuns(writeSyntheticRuns());
+  const table = planTable(runs, METHODS);
+  const truncated = table.rows.find((r) => r.method === 'truncate-2')!;
+  const state = (unit: string) => truncated.states[table.units.indexOf(unit)];
+  t.is(state('vision.block.1'), 'frozen');
+  t.is(state('vision.block.2'), 'cut off');
+  t.is(state('vision.block.3'), 'cut off');
+  t.is(state('head'), 'trained');
+  t.is(table.rows.filter((r) => r.method === 'similarity-cka').length, SEEDS.length);
+});
+
+test('checkPretrained flags fixture path', (t) => {
+  const runs = loadRuns(writeSyntheticRuns());
+  t.false(checkPretrained(null, runs).pretrained);
+});
+
+test('checkPretrained honours pretrained flag', (t) => {
+  const flagged = loadRuns(writeSyntheticRuns({ checkpoint: '/models/ViT-B-32', pretrained: false }));
+  t.false(checkPretrained(null, flagged).pretrained);
+  const real = loadRuns(writeSyntheticRuns({ checkpoint: '/models/ViT-B-32' }));
+  t.true(checkPretrained(null, real).pretrained);
+  t.false(checkPretrained({ pretrained: false }, real).pretrained);
+});
+
+test('jsonForScript escapes closing tags', (t) => {
+  const json = jsonForScript({ name: '</script><!-- & \u2028' });
+  t.false(json.includes('<'));
+  t.false(json.includes('>'));
+  t.false(json.includes('\u2028'));
+  t.deepEqual(JSON.parse(json), { name: '</script><!-- & \u2028' });
+});
+
+test('report is valid HTML naming methods', (t) => {
+  const dir = writeSyntheticRuns();
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-out-')), 'report.html');
+  writeReport(dir, out);
+  const html = fs.readFileSync(out, 'utf8');
+
+  const errors: string[] = [];
+  const doc = parse(html, { onParseError: (e) => errors.push(`${e.code} at line ${e.startLine}`) }) as unknown as Node;
+  t.deepEqual(errors, []);
+
+  const summary = byId(doc, 'summary-table');
+  t.truthy(summary);
+  const text = textOf(summary!);
+  for (const method of METHODS) t.true(text.includes(method), `summary table names ${method}`);
+
+  const perFinding = textOf(byId(doc, 'per-finding-table')!);
+  for (const finding of FINDINGS) t.true(perFinding.includes(finding), `per-finding table names ${finding}`);
+
+  t.truthy(byId(doc, 'not-pretrained'));
+  t.true(textOf(byId(doc, 'setup-table')!).includes('ab'.repeat(32)), 'setup names the checkpoint hash');
+});
+
+test('report is self-contained', (t) => {
+  const html = renderReportHtml(buildReportModel(writeSyntheticRuns()));
+  t.false(/<script[^>]+src=/i.test(html), 'no external scripts');
+  t.false(/<link[^>]+href=/i.test(html), 'no external stylesheets');
+  t.true(html.includes('Plotly'), 'Plotly is inlined');
+});
+
+test('report omits warning when pretrained', (t) => {
+  const html = renderReportHtml(buildReportModel(writeSyntheticRuns({ checkpoint: '/models/ViT-B-32', pretrained: true })));
+  t.false(html.includes('id="not-pretrained"'));
+});
+
+test('report escapes hostile method names', (t) => {
+  const hostile = '<img src=x onerror=alert(1)>';
+  const model = buildReportModel(writeSyntheticRuns({ extraMethods: [hostile, '</script><b>x</b>'] }));
+  const html = renderReportHtml(model);
+  t.false(html.includes(hostile));
+  t.true(html.includes('&lt;img src&#x3D;x onerror&#x3D;alert(1)&gt;'));
+
+  // Nothing in the inlined data may close its <script> element early.
+  const dataStart = html.indexOf('<script type="application/json" id="report-figures">');
+  const dataEnd = html.indexOf('</script>', dataStart);
+  const json = html.slice(html.indexOf('>', dataStart) + 1, dataEnd);
+  const figures = JSON.parse(json) as Array<{ data: Array<{ y?: string[] }> }>;
+  const labels = figures.flatMap((f) => f.data.flatMap((d) => d.y ?? []));
+  t.true(labels.some((l) => String(l).includes('&lt;img')), 'Plotly labels are HTML-escaped');
+});
+
+test('report rejects empty runs directory', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-empty-'));
+  const error = t.throws(() => buildReportModel(dir));
+  t.regex(error!.message, /No complete runs in/);
+});
