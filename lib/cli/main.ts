@@ -15,6 +15,8 @@ import { register as registerMetrics } from './metrics.ts';
 registerMetrics(program);
 import { register as registerEmbed } from './embed.ts';
 registerEmbed(program);
+import { register as registerZeroShot } from './zeroShot.ts';
+registerZeroShot(program);
 import { register as registerReport } from './report.ts';
 registerReport(program);
 

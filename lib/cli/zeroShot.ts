@@ -1,0 +1,75 @@
+// `clipfreeze zero-shot`: evaluates a checkpoint with no training on a dataset split and writes
+// a run record (predictions.csv, metrics.json, config.json, environment.json, run.log).
+import { Command, InvalidArgumentError } from 'commander';
+import type { Split } from '../data/dataset.ts';
+import type { DatasetName } from '../data/registry.ts';
+import { runZeroShot } from '../eval/zeroShotRun.ts';
+
+function positiveInteger(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer, got '${value}'.`);
+    return n;
+  };
+}
+
+function nonNegativeInteger(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got '${value}'.`);
+    return n;
+  };
+}
+
+interface ZeroShotCliOptions {
+  checkpoint: string;
+  data: string;
+  split: Split;
+  dataset: DatasetName;
+  limit?: number;
+  runs: string;
+  prompts?: string;
+  bootstrap: number;
+  seed: number;
+  batchSize: number;
+  force?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('zero-shot')
+    .description('Evaluate CLIP zero-shot (no training) on a dataset split with prompt pairs per finding, and record the run.')
+    .requiredOption('--checkpoint <dir>', 'checkpoint folder or .safetensors file')
+    .requiredOption('--data <dir>', 'dataset folder')
+    .option('--split <split>', 'split to evaluate: test, val or train', 'test')
+    .option('--dataset <name>', 'dataset name', 'chestxray14')
+    .option('--limit <n>', 'maximum images, a seeded sample stratified by finding', positiveInteger('--limit'))
+    .option('--runs <dir>', 'folder for run records', 'runs')
+    .option('--prompts <file>', 'prompt templates JSON replacing the shipped ones')
+    .option('--bootstrap <n>', 'bootstrap replicates for confidence intervals (0 turns them off)', nonNegativeInteger('--bootstrap'), 1000)
+    .option('--seed <s>', 'seed of the sample and the bootstrap', nonNegativeInteger('--seed'), 0)
+    .option('--batch-size <n>', 'images per forward pass', positiveInteger('--batch-size'), 16)
+    .option('--force', 'recompute even when a complete record of this config exists')
+    .action(async (opts: ZeroShotCliOptions, cmd: Command) => {
+      if (!['test', 'val', 'train'].includes(opts.split)) throw new Error(`Invalid --split '${opts.split}': expected test, val or train.`);
+      const backend = (cmd.optsWithGlobals() as { backend?: string }).backend;
+      const result = await runZeroShot({
+        checkpoint: opts.checkpoint,
+        data: opts.data,
+        split: opts.split,
+        dataset: opts.dataset,
+        limit: opts.limit,
+        runsDir: opts.runs,
+        promptsFile: opts.prompts,
+        bootstrap: opts.bootstrap,
+        seed: opts.seed,
+        batchSize: opts.batchSize,
+        force: opts.force,
+        backend,
+      });
+      const { metrics } = result;
+      process.stdout.write(
+        `${JSON.stringify({ runId: result.runId, runDir: result.runDir, reused: result.reused, split: metrics.split, n: metrics.n, meanAuroc: metrics.meanAuroc, meanAurocCi: metrics.meanAurocCi, definedFindings: metrics.definedFindings })}\n`,
+      );
+    });
+}
