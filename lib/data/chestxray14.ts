@@ -50,7 +50,11 @@ export interface ChestXray14Options {
   cacheDir?: string;
   /** Zero-shot prompt templates. Default: the ones shipped with clipfreeze. */
   promptsFile?: string;
-  /** Replaces the CLIP preprocessing, e.g. to count decodes in tests. */
+  /**
+   * Replaces the CLIP preprocessing, e.g. to count decodes in tests.
+   * NOTE: the pixel cache key does not include this function, so pair it with cache: false or
+   * its own cacheDir.
+   */
   decode?: (file: string, cfg: PreprocessConfig) => Promise<Float32Array>;
 }
 

@@ -107,3 +107,13 @@ sharedTest('labels full file parses', (t) => {
   t.is(table.rows.size, 112120);
   t.is(table.malformed + table.unknownFinding, 0);
 });
+
+sharedTest('labels parsed once per process', (t) => {
+  const file = path.join(SAMPLE_DIR, 'Data_Entry_2017_v2020.csv');
+  const full = readLabelFile(file);
+  t.is(readLabelFile(file), full, 'a second full read returns the cached table');
+
+  const kept = readLabelFile(file, { keep: new Set(['00000001_000.png', '00000100_000.png']) });
+  t.deepEqual([...kept.rows.keys()].sort(), ['00000001_000.png', '00000100_000.png']);
+  t.is(kept.rows.get('00000100_000.png'), full.rows.get('00000100_000.png'), 'a subset reuses the parsed rows');
+});
