@@ -110,6 +110,15 @@ test('opaque rgba equals rgb', async (t) => {
   t.deepEqual(await preprocessImage(path.join(dir, 'rgba.png'), DEFAULT_PREPROCESS), await preprocessImage(path.join(dir, 'rgb.png'), DEFAULT_PREPROCESS));
 });
 
+test('semi-transparent rgba uses premultiplied alpha', async (t) => {
+  // Pillow resizes RGBA as premultiplied RGBa: 200 at alpha 128 becomes 100, and back 255 * 100 / 128 = 199.
+  const rgba = new Uint8Array(300 * 200 * 4);
+  for (let p = 0; p < 300 * 200; p++) rgba.set([200, 200, 200, 128], p * 4);
+  const out = await preprocessImage({ data: rgba, width: 300, height: 200, channels: 4 }, { size: 224, mean: [0, 0, 0], std: [1, 1, 1] });
+  t.true(Math.abs(out[0] - 199 / 255) < 1e-6, `first value ${out[0] * 255} / 255`);
+  t.true(Math.abs(out[2 * 224 * 224 + 1000] - 199 / 255) < 1e-6, `blue value ${out[2 * 224 * 224 + 1000] * 255} / 255`);
+});
+
 test('16-bit grey png keeps its range', async (t) => {
   const dir = tmpDir();
   const file = path.join(dir, 'grey16.png');
