@@ -76,6 +76,8 @@ export interface TrainRunOptions {
    * Its trained parameters are restored when the run ends, so the caller's copy is unchanged.
    */
   model?: { model: ClipModel; checkpoint: Checkpoint };
+  /** Run id the config must map to (a resume of a recorded run); a mismatch is an error. */
+  expectedRunId?: string;
 }
 
 export interface TrainRunResult {
@@ -122,6 +124,12 @@ export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>,
   const method = config.method || formatPlan(plan).replace(/[^A-Za-z0-9._-]+/g, '_');
   const identity = { ...identityOf(config), method, plan, checkpointSha256: checkpoint.sha256 };
   const runId = runIdFor('train', identity, method);
+  if (options.expectedRunId && options.expectedRunId !== runId) {
+    if (!options.model) model.dispose();
+    throw new Error(
+      `Cannot resume ${options.expectedRunId}: its recorded config now maps to run ${runId}, so the checkpoint file or the code's defaults changed. Start a new run instead.`,
+    );
+  }
   const record = new RunRecord(runsDir, runId);
 
   if (record.isComplete()) {
@@ -208,6 +216,9 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   const totalSteps = Math.min(Math.ceil(config.epochs * batchesPerEpoch), config.maxSteps ?? Infinity);
   const epochs = Math.ceil(totalSteps / batchesPerEpoch);
   const schedule = { baseLr: config.lr, warmupSteps: config.warmupSteps, totalSteps, minLrRatio: config.minLrRatio };
+  if (config.warmupSteps >= totalSteps) {
+    logger.warn(`warmupSteps ${config.warmupSteps} is not below the run's ${totalSteps} optimiser updates, so the learning rate never reaches lr ${config.lr}.`);
+  }
   const posWeight = config.posWeight ? positiveWeights(samples.train.map((s) => s.labels), findings.length) : undefined;
 
   // 4. Resume from the last finished epoch.

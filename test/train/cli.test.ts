@@ -1,0 +1,67 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { TRAIN_KEYS, flagOf } from '../../lib/train/config.ts';
+import { hasShared, PROJECT_ROOT, sharedPath } from '../helpers/shared.ts';
+
+const sharedTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'chestxray14-sample') ? test : test.skip;
+
+function clipfreeze(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), ...args], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' },
+    encoding: 'utf8',
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+test('train help lists every key', (t) => {
+  const { code, stdout } = clipfreeze(['train', '--help']);
+  t.is(code, 0);
+  for (const key of TRAIN_KEYS) t.true(stdout.includes(`${flagOf(key)} `), `${flagOf(key)} missing from --help`);
+});
+
+test('train flag error names key', (t) => {
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', '/x', '--data', '/y', '--head-init', 'xavier']);
+  t.not(code, 0);
+  t.regex(stderr, /invalid value for 'headInit': "xavier"\. Allowed values: zero-shot, random/);
+});
+
+test('train config file error names key', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const file = path.join(dir, 'train.json');
+  fs.writeFileSync(file, JSON.stringify({ checkpoint: '/x', data: '/y', batchsize: 4 }));
+  const { code, stderr } = clipfreeze(['train', '--config', file]);
+  t.not(code, 0);
+  t.regex(stderr, /unknown key 'batchsize'/);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('train rejects malformed limit', (t) => {
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', '/x', '--data', '/y', '--limit', 'train=ten']);
+  t.not(code, 0);
+  t.regex(stderr, /--limit must be a positive integer or a list like/);
+});
+
+sharedTest('train plan from selection', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const selectRun = path.join(dir, 'runs', 'select-gradient-abc');
+  fs.mkdirSync(selectRun, { recursive: true });
+  fs.writeFileSync(path.join(selectRun, 'selection.json'), JSON.stringify({ strategy: 'gradient', plan: { train: ['vision.block.1', 'head'], truncate: 1 }, scores: {}, cost: {}, details: {} }));
+  const { code, stdout, stderr } = clipfreeze([
+    'train',
+    '--checkpoint', sharedPath('fixtures', 'clip-mini', 'hf-format'),
+    '--data', sharedPath('data', 'chestxray14-sample'),
+    '--plan-from', selectRun,
+    '--epochs', '1', '--batch-size', '8', '--micro-batch-size', '4', '--bootstrap', '0',
+    '--limit', 'train=8,val=8,test=8', '--runs', path.join(dir, 'runs'),
+  ]);
+  t.is(code, 0, stderr);
+  const result = JSON.parse(stdout.trim().split('\n').at(-1)!);
+  const config = JSON.parse(fs.readFileSync(path.join(result.runDir, 'config.json'), 'utf8'));
+  t.deepEqual(config.plan, { train: ['vision.block.1', 'head'], truncate: 1 });
+  t.is(result.cost.trainableParams, 198_272 + 32 * 14 + 14);
+  fs.rmSync(dir, { recursive: true });
+});
