@@ -8,7 +8,10 @@ import { ClipTokenizer } from '../../lib/clip/tokenizer.ts';
 import { openImageFolder } from '../../lib/data/imageFolder.ts';
 import { classEmbeddings, sourceZeroShotAccuracy, summariseForgetting, type ImageEncoder, type SourceAccuracy } from '../../lib/eval/forgetting.ts';
 import type { TextEncoder } from '../../lib/eval/zeroShot.ts';
+import { ClipModel } from '../../lib/clip/model.ts';
+import { DEFAULT_PREPROCESS } from '../../lib/clip/preprocess.ts';
 import { initBackend } from '../../lib/util/backend.ts';
+import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const tokenizer = ClipTokenizer.fromDir();
 const COLOURS = ['red', 'green', 'blue'];
@@ -112,4 +115,27 @@ test('summary computes drops and mean', (t) => {
   t.true(Math.abs((summary.meanDrop ?? NaN) - 0.1) < 1e-12);
   t.is(summary.sets.a.n, 10);
   t.throws(() => summariseForgetting([entry('a', 0.9)], []), { message: /not after/ });
+});
+
+const realTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'natural') ? test.serial : test.skip;
+
+realTest('clip model on natural sets', async (t) => {
+  const { model } = await ClipModel.load(sharedPath('fixtures', 'clip-mini', 'hf-format'));
+  const other = ClipModel.random(model.config, 7);
+  t.teardown(() => {
+    model.dispose();
+    other.dispose();
+  });
+  const realTokenizer = ClipTokenizer.fromDir(sharedPath('fixtures', 'clip-mini', 'hf-format'));
+
+  for (const set of ['cifar10-test', 'imagenette-val']) {
+    const options = { textModel: model, tokenizer: realTokenizer, set: sharedPath('data', 'natural', set), preprocess: DEFAULT_PREPROCESS, limitPerClass: 2, seed: 1 };
+    const before = await sourceZeroShotAccuracy({ ...options, imageModel: model });
+    t.is(before.n, 20, `${set}: 2 images for each of 10 classes`);
+    t.is(before.classes, 10);
+    t.true(before.accuracy >= 0 && before.accuracy <= 1);
+    const changed = await sourceZeroShotAccuracy({ ...options, imageModel: other, truncate: 1, limitPerClass: 1 });
+    t.is(changed.n, 10);
+    t.log(`${set}: top-1 ${before.accuracy} with the fixture's image tower, ${changed.accuracy} with a random truncated one`);
+  }
 });
