@@ -130,8 +130,29 @@ export function loadRuns(runsDir: string): LoadedRun[] {
     });
   }
 
+  linkSelections(runs);
   runs.sort((a, b) => a.method.localeCompare(b.method) || (a.seed ?? 0) - (b.seed ?? 0) || a.id.localeCompare(b.id));
   return runs;
+}
+
+/**
+ * Gives each select run the method label of the training run that used its plan (config
+ * `planFrom`, the select run's folder). A select run's own config.json `method` names the
+ * strategy's measure (such as 'mmd'), not the study's method, so without this link its cost
+ * and scores would not join the method that trained its plan.
+ */
+function linkSelections(runs: LoadedRun[]): void {
+  const selects = new Map(runs.filter((r) => r.kind === 'select').map((r) => [r.id, r]));
+  for (const run of runs) {
+    const planFrom = run.config.planFrom;
+    if (run.kind !== 'train' || typeof planFrom !== 'string' || planFrom.length === 0) continue;
+
+    const select = selects.get(path.basename(path.resolve(planFrom)));
+    if (!select) continue;
+    select.method = run.method;
+    select.seed = run.seed ?? select.seed;
+    selects.delete(select.id);
+  }
 }
 
 /** Returns the config of the newest complete study record under `runsDir`, or null when there is none. */

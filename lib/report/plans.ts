@@ -1,9 +1,9 @@
 // Freeze plans as the report draws them: one row per method and seed, one cell per layer unit,
-// each cell frozen, trained or cut off. Unit order follows the forward pass of each tower, as
-// lib/freeze/units.ts lists the units.
+// each cell frozen, trained or cut off, in the unit order of lib/freeze/units.ts.
+import { layerUnits, type ClipGeometry } from '../freeze/units.ts';
 import type { LoadedRun, PlanFile } from './load.ts';
 
-export type UnitState = 'frozen' | 'trained' | 'cut off';
+export type PlanCellState = 'frozen' | 'trained' | 'cut off';
 
 export interface PlanRow {
   method: string;
@@ -12,7 +12,7 @@ export interface PlanRow {
   source: 'selection' | 'config';
   plan: PlanFile;
   /** One state per unit, in the order of `PlanTable.units`. */
-  states: UnitState[];
+  states: PlanCellState[];
 }
 
 export interface PlanTable {
@@ -20,41 +20,41 @@ export interface PlanTable {
   rows: PlanRow[];
 }
 
-const TOWER_ORDER = ['vision', 'text', 'logit_scale', 'head'];
-
-// TODO: take the order from layerUnits() in lib/freeze/units.ts once runs record the model
-// geometry. Until then this sort repeats that order: embed, blocks and head per tower.
-function unitSortKey(name: string): [number, number] {
-  const [tower, part, index] = name.split('.');
-  const towerRank = TOWER_ORDER.indexOf(tower);
-  const rank = towerRank === -1 ? TOWER_ORDER.length : towerRank;
-  if (part === 'embed') return [rank, -1];
-  if (part === 'block') return [rank, Number(index)];
-  if (part === 'head') return [rank, Number.MAX_SAFE_INTEGER];
-  return [rank, 0];
-}
-
-/** Sorts unit names into forward order: vision embed, blocks, head, then text, logit_scale, task head. */
-export function sortUnits(names: Iterable<string>): string[] {
-  return [...new Set(names)].sort((a, b) => {
-    const ka = unitSortKey(a);
-    const kb = unitSortKey(b);
-    return ka[0] - kb[0] || ka[1] - kb[1] || a.localeCompare(b);
-  });
-}
-
-/** Returns the number of vision blocks that the unit names imply (highest block index plus one). */
-export function visionLayersOf(units: Iterable<string>): number {
+/** Returns the highest block index plus one of `tower` among the unit names (0 when none). */
+function blocksOf(names: string[], tower: 'vision' | 'text'): number {
   let layers = 0;
-  for (const u of units) {
-    const m = /^vision\.block\.(\d+)$/.exec(u);
+  const pattern = new RegExp(`^${tower}\\.block\\.(\\d+)$`);
+  for (const name of names) {
+    const m = pattern.exec(name);
     if (m) layers = Math.max(layers, Number(m[1]) + 1);
   }
   return layers;
 }
 
+/**
+ * Sorts unit names into the forward order of layerUnits() (lib/freeze/units.ts): vision embed,
+ * blocks and head, then the text tower, logit_scale and the task head. The block counts come
+ * from the names, since only the order matters here. Names that are not units go last.
+ */
+export function sortUnits(names: Iterable<string>): string[] {
+  const unique = [...new Set(names)];
+  const geometry: ClipGeometry = {
+    embedDim: 1,
+    vision: { imageSize: 1, patchSize: 1, width: 1, layers: blocksOf(unique, 'vision'), mlpDim: 1 },
+    text: { contextLength: 1, vocabSize: 1, width: 1, layers: blocksOf(unique, 'text'), mlpDim: 1 },
+  };
+  const order = layerUnits(geometry).map((u) => u.name);
+  const rank = (name: string) => (order.includes(name) ? order.indexOf(name) : order.length);
+  return unique.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+/** Returns the number of vision blocks that the unit names imply (highest block index plus one). */
+export function visionLayersOf(units: Iterable<string>): number {
+  return blocksOf([...units], 'vision');
+}
+
 /** Reads a plan from a run: selection.json first, then config.json's `plan` when it is a plan object. */
-export function planOf(run: LoadedRun): { plan: PlanFile; source: 'selection' | 'config' } | null {
+export function recordedPlan(run: LoadedRun): { plan: PlanFile; source: 'selection' | 'config' } | null {
   if (run.selection?.plan && Array.isArray(run.selection.plan.train)) return { plan: run.selection.plan, source: 'selection' };
 
   const plan = run.config.plan as Partial<PlanFile> | undefined;
@@ -74,8 +74,8 @@ export function planOf(run: LoadedRun): { plan: PlanFile; source: 'selection' | 
  */
 export function planTable(runs: LoadedRun[], methodOrder: string[]): PlanTable {
   const found = runs
-    .map((run) => ({ run, found: planOf(run) }))
-    .filter((x): x is { run: LoadedRun; found: NonNullable<ReturnType<typeof planOf>> } => x.found !== null);
+    .map((run) => ({ run, found: recordedPlan(run) }))
+    .filter((x): x is { run: LoadedRun; found: NonNullable<ReturnType<typeof recordedPlan>> } => x.found !== null);
 
   const named = new Set<string>();
   for (const { found: f } of found) for (const u of f.plan.train) named.add(u);
@@ -92,7 +92,7 @@ export function planTable(runs: LoadedRun[], methodOrder: string[]): PlanTable {
     seen.add(key);
 
     const train = new Set(f.plan.train);
-    const states = units.map((unit): UnitState => {
+    const states = units.map((unit): PlanCellState => {
       const m = /^vision\.block\.(\d+)$/.exec(unit);
       if (m && f.plan.truncate > 0 && Number(m[1]) >= layers - f.plan.truncate) return 'cut off';
       return train.has(unit) ? 'trained' : 'frozen';

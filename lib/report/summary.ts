@@ -76,11 +76,12 @@ function seedKey(run: LoadedRun): string {
   return run.seed === null ? 'none' : String(run.seed);
 }
 
-/** Summarises every method over its seeds, in report order. */
+/** Summarises every method that has evaluated runs (metrics.json) over its seeds, in report order. */
 export function summarizeMethods(runs: LoadedRun[]): MethodSummary[] {
   const findings = findingsOf(runs);
 
-  return methodOrder(runs).map((method) => {
+  const evaluatedMethods = methodOrder(runs).filter((method) => runs.some((r) => r.method === method && r.metrics));
+  return evaluatedMethods.map((method) => {
     const ofMethod = runs.filter((r) => r.method === method);
     const evaluated = ofMethod.filter((r) => r.metrics);
     const selections = new Map(ofMethod.filter((r) => r.selection).map((r) => [seedKey(r), r.selection!]));

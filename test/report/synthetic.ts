@@ -47,12 +47,15 @@ export function writeSyntheticRuns(options: SyntheticOptions = {}): string {
 
       // Strategies first write a selection run whose plan the training run uses.
       let plan = { train: ['vision.block.2', 'vision.block.3', 'vision.head', 'head'], truncate: method === 'truncate-2' ? 2 : 0 };
+      let planFrom: string | null = null;
       if (method.includes('-cka') || method.includes('-rgn')) {
         const select = new RunRecord(dir, `select-${method}-${seed}`);
+        planFrom = select.dir;
         const scores: Record<string, number> = {};
         units().forEach((u, i) => (scores[u] = method.includes('cka') ? 1 - i / 10 + seed / 100 : i * 3 + seed));
         plan = { train: method.includes('cka') ? ['vision.block.0', 'vision.block.1', 'head'] : ['vision.block.3', 'vision.head', 'head'], truncate: 0 };
-        select.writeJson('config.json', { ...base, kind: 'select' });
+        // As the select run writes it: `method` is the strategy's measure, not the study's label.
+        select.writeJson('config.json', { ...base, kind: 'select', method: method.split('-')[1] });
         select.writeJson('selection.json', {
           strategy: method.split('-')[0],
           plan,
@@ -64,7 +67,7 @@ export function writeSyntheticRuns(options: SyntheticOptions = {}): string {
       }
 
       const run = new RunRecord(dir, `${kind}-${method}-${seed}`);
-      run.writeJson('config.json', kind === 'train' ? { ...base, plan } : base);
+      run.writeJson('config.json', kind === 'train' ? { ...base, plan, planFrom } : base);
       run.writeJson('environment.json', { backend: 'wasm', node: process.version, packages: { '@tensorflow/tfjs': '4.22.0' }, gitCommit: 'deadbeef' });
 
       const perFinding: Record<string, unknown> = {};
