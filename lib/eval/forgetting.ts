@@ -8,7 +8,7 @@ import type { ClipTokenizer } from '../clip/tokenizer.ts';
 import { openImageFolder, sampleImageFolder, type ImageFolderSet } from '../data/imageFolder.ts';
 import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
-import { ensembleTextEmbedding, normaliseInPlace, renderTemplates, type TextEncoder } from './zeroShot.ts';
+import { ensembleTextEmbedding, normaliseInPlace, renderTemplates, type ClipTextTower } from './zeroShot.ts';
 
 const logger = moduleLog('forgetting');
 
@@ -22,16 +22,16 @@ export const DEFAULT_SOURCE_TEMPLATES = [
 ];
 
 /** The part of ClipModel the image side uses. */
-export interface ImageEncoder {
+export interface ClipImageTower {
   /** Pixels NCHW [B, 3, H, W] to image features [B, E] (not normalised). */
   encodeImage(pixels: tf.Tensor4D, options?: { truncate?: number }): tf.Tensor2D;
 }
 
 export interface SourceAccuracyOptions {
   /** Model whose image tower is measured (pretrained, or fine-tuned). */
-  imageModel: ImageEncoder;
+  imageModel: ClipImageTower;
   /** Pretrained model whose text tower embeds the class prompts. */
-  textModel: TextEncoder;
+  textModel: ClipTextTower;
   tokenizer: ClipTokenizer;
   /** Folder-per-class image set, or its path. */
   set: ImageFolderSet | string;
@@ -69,7 +69,7 @@ export interface ForgettingJson {
 }
 
 /** Encodes each class's prompt ensemble with the text tower: unit vectors row-major [C, E]. */
-export function classEmbeddings(textModel: TextEncoder, tokenizer: ClipTokenizer, classNames: string[], templates = DEFAULT_SOURCE_TEMPLATES): Float32Array[] {
+export function classEmbeddings(textModel: ClipTextTower, tokenizer: ClipTokenizer, classNames: string[], templates = DEFAULT_SOURCE_TEMPLATES): Float32Array[] {
   for (const template of templates) {
     if (!template.includes('{class}')) throw new Error(`Invalid source-domain template "${template}": it has no {class} placeholder.`);
   }

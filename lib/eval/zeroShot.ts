@@ -20,7 +20,7 @@ const logger = moduleLog('zero-shot');
 export const PROMPTS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'prompts');
 
 /** The part of ClipModel the text side of zero-shot classification uses. */
-export interface TextEncoder {
+export interface ClipTextTower {
   config: { text: { contextLength: number } };
   /** Token ids int32 [N, contextLength] to text features [N, E] (not normalised). */
   encodeText(ids: tf.Tensor2D): tf.Tensor2D;
@@ -118,7 +118,7 @@ export function renderTemplates(templates: string[], value: string, placeholder 
  * Encodes texts in batches and returns the ensemble embedding: the mean of the L2-normalised
  * text features, renormalised to unit length (Float32Array of length E).
  */
-export function ensembleTextEmbedding(model: TextEncoder, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
+export function ensembleTextEmbedding(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
   const features = encodeTextsNormalised(model, tokenizer, texts, batchSize);
   const embedDim = features.length / texts.length;
   const mean = new Float32Array(embedDim);
@@ -127,7 +127,7 @@ export function ensembleTextEmbedding(model: TextEncoder, tokenizer: ClipTokeniz
 }
 
 /** Encodes texts in batches to L2-normalised features, row-major [N, E]. */
-export function encodeTextsNormalised(model: TextEncoder, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
+export function encodeTextsNormalised(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
   const contextLength = model.config.text.contextLength;
   const parts: Float32Array[] = [];
   for (let start = 0; start < texts.length; start += batchSize) {
@@ -144,7 +144,7 @@ export function encodeTextsNormalised(model: TextEncoder, tokenizer: ClipTokeniz
 }
 
 /** Encodes every finding's positive and negative prompts into a zero-shot classifier. */
-export function buildZeroShotClassifier(model: TextEncoder, tokenizer: ClipTokenizer, prompts: PromptSet, findings: string[]): ZeroShotClassifier {
+export function buildZeroShotClassifier(model: ClipTextTower, tokenizer: ClipTokenizer, prompts: PromptSet, findings: string[]): ZeroShotClassifier {
   const positiveRows: Float32Array[] = [];
   const negativeRows: Float32Array[] = [];
   for (const finding of findings) {

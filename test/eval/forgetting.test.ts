@@ -6,8 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { ClipTokenizer } from '../../lib/clip/tokenizer.ts';
 import { openImageFolder } from '../../lib/data/imageFolder.ts';
-import { classEmbeddings, sourceZeroShotAccuracy, summariseForgetting, type ImageEncoder, type SourceAccuracy } from '../../lib/eval/forgetting.ts';
-import type { TextEncoder } from '../../lib/eval/zeroShot.ts';
+import { classEmbeddings, sourceZeroShotAccuracy, summariseForgetting, type ClipImageTower, type SourceAccuracy } from '../../lib/eval/forgetting.ts';
+import type { ClipTextTower } from '../../lib/eval/zeroShot.ts';
 import { ClipModel } from '../../lib/clip/model.ts';
 import { DEFAULT_PREPROCESS } from '../../lib/clip/preprocess.ts';
 import { initBackend } from '../../lib/util/backend.ts';
@@ -19,7 +19,7 @@ const COLOUR_TOKENS = COLOURS.map((c) => tokenizer.encode(c)[0]);
 const PREPROCESS = { size: 32, mean: [0, 0, 0] as [number, number, number], std: [1, 1, 1] as [number, number, number] };
 
 /** Text tower stand-in: a prompt naming colour c maps to the unit vector e_c. */
-const textModel: TextEncoder = {
+const textModel: ClipTextTower = {
   config: { text: { contextLength: 77 } },
   encodeText: (ids) =>
     tf.tensor2d(ids.arraySync().map((row) => COLOUR_TOKENS.map((token) => (row.includes(token) ? 1 : 0)))),
@@ -27,7 +27,7 @@ const textModel: TextEncoder = {
 };
 
 /** Image tower stand-in: the mean of each RGB channel, optionally with channels permuted. */
-function imageModel(permutation = [0, 1, 2]): ImageEncoder & { truncateSeen: Array<number | undefined> } {
+function imageModel(permutation = [0, 1, 2]): ClipImageTower & { truncateSeen: Array<number | undefined> } {
   const truncateSeen: Array<number | undefined> = [];
   return {
     truncateSeen,

@@ -16,7 +16,7 @@ import {
   validatePrompts,
   zeroShotScores,
   type PromptSet,
-  type TextEncoder,
+  type ClipTextTower,
 } from '../../lib/eval/zeroShot.ts';
 
 const tokenizer = ClipTokenizer.fromDir();
@@ -26,7 +26,7 @@ const NEGATION_WORDS = ['no', 'without'].map((w) => tokenizer.encode(w)[0]);
  * A text tower stand-in with E = 3: prompts containing a negation map near [0, 1, 0], others near
  * [1, 0, 0], each plus a small text-dependent offset on the third axis so ensembling has work to do.
  */
-function fakeTextModel(scale = 10): TextEncoder {
+function fakeTextModel(scale = 10): ClipTextTower {
   return {
     config: { text: { contextLength: 77 } },
     encodeText(ids: tf.Tensor2D): tf.Tensor2D {
