@@ -221,7 +221,9 @@ export function scanImages(root: string): ImageScan {
     .map((name) => path.join(root, name, 'images'));
   folders.push(...kaggle);
   if (folders.length === 0) {
-    throw new Error(`No image folder in ${root}: expected images/ (NIH download) or images_001/images/ ... images_012/images/ (Kaggle copy).`);
+    const hasImagesHere = fs.readdirSync(root).some((name) => IMAGE_EXTENSIONS.has(path.extname(name).toLowerCase()));
+    const hint = hasImagesHere ? ` ${root} contains images itself: pass the folder that contains it and the label file.` : '';
+    throw new Error(`No image folder in ${root}: expected images/ (NIH download) or images_001/images/ ... images_012/images/ (Kaggle copy).${hint}`);
   }
 
   const files = new Map<string, string>();

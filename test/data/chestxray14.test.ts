@@ -181,6 +181,10 @@ sharedTest('chestxray14 missing folder error', (t) => {
   fs.rmSync(dir, { recursive: true });
 });
 
+sharedTest('chestxray14 image folder passed directly', (t) => {
+  t.throws(() => ChestXray14Dataset.open(path.join(SAMPLE_DIR, 'images'), noDecode), { message: /contains images itself: pass the folder that contains it/ });
+});
+
 sharedTest('registry opens chestxray14', async (t) => {
   const dataset = await openDataset('chestxray14', SAMPLE_DIR, noDecode);
   t.is(dataset.name, 'chestxray14');
