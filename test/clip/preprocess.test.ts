@@ -144,6 +144,20 @@ sharedTest('truncated png throws decode error', async (t) => {
   t.true(error?.message.includes(file));
 });
 
+sharedTest('truncated jpeg throws decode error', async (t) => {
+  const file = path.join(tmpDir(), 'truncated.jpg');
+  const bytes = fs.readFileSync(fixture('images', 'imagenette_ILSVRC2012_val_00009111.JPEG'));
+  fs.writeFileSync(file, bytes.subarray(0, bytes.length - 20));
+  const error = await t.throwsAsync(preprocessImage(file, DEFAULT_PREPROCESS), { instanceOf: ImageDecodeError });
+  t.is(error?.file, file);
+});
+
+test('empty file throws decode error', async (t) => {
+  const file = path.join(tmpDir(), 'empty.png');
+  fs.writeFileSync(file, '');
+  await t.throwsAsync(preprocessImage(file, DEFAULT_PREPROCESS), { instanceOf: ImageDecodeError });
+});
+
 test('non-image file throws decode error', async (t) => {
   const dir = tmpDir();
   const file = path.join(dir, 'notes.png');
