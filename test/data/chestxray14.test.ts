@@ -175,6 +175,22 @@ sharedTest('chestxray14 truncated image skipped', async (t) => {
   fs.rmSync(dir, { recursive: true });
 });
 
+// 00000100_000.png is one of the RGBA originals in the NIH release, 00000846_000.png a greyscale one.
+sharedTest('chestxray14 loads RGBA originals', async (t) => {
+  const images = ['00000100_000.png', '00000846_000.png'];
+  const dir = makeTempDataset({ images });
+  for (const name of images) fs.copyFileSync(path.join(SAMPLE_DIR, 'originals', name), path.join(dir, 'images', name));
+
+  const dataset = ChestXray14Dataset.open(dir, { cache: false, valFraction: 0 });
+  const cfg = { size: 32, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.5, 0.5, 0.5] as [number, number, number] };
+  for (const sample of allSamples(dataset)) {
+    const pixels = await dataset.loadPixels(sample, cfg);
+    t.is(pixels?.length, 3 * 32 * 32, sample.id);
+  }
+  t.deepEqual(dataset.skipped(), { missing: 0, corrupt: 0 });
+  fs.rmSync(dir, { recursive: true });
+});
+
 sharedTest('chestxray14 missing folder error', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-empty-'));
   t.throws(() => ChestXray14Dataset.open(dir, noDecode), { message: /No image folder in .*expected images\// });
