@@ -41,7 +41,7 @@ sharedTest('pixel cache hits on second load', async (t) => {
   const pixels = await loadBatch(first.dataset, first.samples, cfg);
   t.is(first.counter.decodes, 3);
 
-  // A new dataset object stands in for a second run: only the on-disk cache is shared.
+  // A new dataset object simulates a second run: only the on-disk cache is shared.
   const second = openCounting(dir, cacheDir);
   const again = await loadBatch(second.dataset, second.samples, cfg);
   t.is(second.counter.decodes, 0);
