@@ -47,6 +47,13 @@ export function readSplitFile(file: string): Map<string, Split> {
   return result;
 }
 
+/** Returns the split map from the `splits` option, else from `splitFile`, else null. */
+export function givenSplits(options: { splits?: Record<string, Split>; splitFile?: string }): Map<string, Split> | null {
+  if (options.splits) return new Map(Object.entries(options.splits));
+  if (options.splitFile) return readSplitFile(options.splitFile);
+  return null;
+}
+
 /**
  * Assigns ids (patients, scans or cases) to splits with a seeded shuffle. Ids with a positive
  * finding and ids without are shuffled separately and dealt out in turn, so that each split

@@ -22,7 +22,7 @@ import { preprocessImage } from '../clip/preprocess.ts';
 import { defaultPromptsFile } from '../eval/zeroShot.ts';
 import { moduleLog } from '../util/log.ts';
 import { createRng, randomInt, type Rng } from '../util/rng.ts';
-import { assignSplits, DEFAULT_SPLIT_FRACTIONS, readSplitFile, type SplitFractions } from './caseSplits.ts';
+import { assignSplits, DEFAULT_SPLIT_FRACTIONS, givenSplits, type SplitFractions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
 import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu } from './dicom.ts';
@@ -219,9 +219,7 @@ export class Luna16Dataset implements TargetDataset {
   }
 
   private chooseSplits(options: Luna16Options): (scan: Scan) => Split {
-    let given: Map<string, Split> | null = null;
-    if (options.splits) given = new Map(Object.entries(options.splits));
-    else if (options.splitFile) given = readSplitFile(options.splitFile);
+    const given = givenSplits(options);
     if (given) {
       return (scan) => {
         const split = given.get(scan.seriesUid) ?? given.get(scan.patient);

@@ -175,8 +175,24 @@ function readBytes(file: string, offset: number, length: number): Buffer {
   }
 }
 
+const TYPED_ARRAYS: Record<MetaElementType, { new (buffer: ArrayBuffer, offset: number, length: number): VoxelArray }> = {
+  MET_CHAR: Int8Array,
+  MET_UCHAR: Uint8Array,
+  MET_SHORT: Int16Array,
+  MET_USHORT: Uint16Array,
+  MET_INT: Int32Array,
+  MET_UINT: Uint32Array,
+  MET_FLOAT: Float32Array,
+  MET_DOUBLE: Float64Array,
+};
+
+// Node runs on little-endian hosts (x64, arm64), so little-endian data at an aligned offset is
+// copied as a typed array; anything else is decoded element by element.
 function decodeElements(bytes: Buffer, type: MetaElementType, littleEndian: boolean): VoxelArray {
   const n = bytes.length / ELEMENT_BYTES[type];
+  if (littleEndian && bytes.byteOffset % ELEMENT_BYTES[type] === 0) {
+    return new TYPED_ARRAYS[type](bytes.buffer as ArrayBuffer, bytes.byteOffset, n).slice();
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   switch (type) {
     case 'MET_CHAR':

@@ -88,7 +88,24 @@ function readMaybeGzip(file: string): Buffer {
   return buffer;
 }
 
+const TYPED_ARRAYS: Record<number, { new (buffer: ArrayBuffer, offset: number, length: number): VoxelArray }> = {
+  2: Uint8Array,
+  256: Int8Array,
+  4: Int16Array,
+  512: Uint16Array,
+  8: Int32Array,
+  768: Uint32Array,
+  16: Float32Array,
+  64: Float64Array,
+};
+
+// Node runs on little-endian hosts (x64, arm64), so little-endian data at an aligned offset is
+// copied as a typed array; anything else is decoded element by element.
 function decode(view: DataView, code: number, count: number, littleEndian: boolean): VoxelArray {
+  const bytes = DATATYPES[code].bytes;
+  if (littleEndian && view.byteOffset % bytes === 0) {
+    return new TYPED_ARRAYS[code](view.buffer as ArrayBuffer, view.byteOffset, count).slice();
+  }
   switch (code) {
     case 2:
       return new Uint8Array(view.buffer.slice(view.byteOffset, view.byteOffset + count));

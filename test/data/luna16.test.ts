@@ -84,6 +84,17 @@ sharedTest('luna16 split follows given map', (t) => {
   t.true(dataset.samples('test').length > 0);
 });
 
+sharedTest('luna16 split follows split file', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'splits.csv');
+  fs.writeFileSync(file, `scan,split\nLIDC-IDRI-0001,validation\nLIDC-IDRI-0002,test\n${SERIES_0003},train\n`);
+  const dataset = openLuna16(LUNA_DIR, { splitFile: file });
+  t.true(dataset.samples('val').every((s) => s.patient === 'LIDC-IDRI-0001'));
+  t.true(dataset.samples('test').every((s) => s.patient === 'LIDC-IDRI-0002'));
+  t.true(dataset.samples('train').every((s) => s.patient === 'LIDC-IDRI-0003'));
+  t.true(dataset.samples('val').length > 0);
+});
+
 sharedTest('luna16 split map must cover scans', (t) => {
   const error = t.throws(() => openLuna16(LUNA_DIR, { splits: { [SERIES_0001]: 'test' } }));
   t.regex(error!.message, /has no split/);
