@@ -1,7 +1,7 @@
 // On-disk cache of the frozen prefix's output per image. The prefix's weights never change
 // during a run, and training uses no augmentation, so the same image always gives the same
-// prefix output: later epochs, the validation pass of every epoch and later runs with the
-// same checkpoint, preprocessing and split point read it back instead of recomputing it.
+// prefix output. Later epochs, every validation pass and later runs with the same checkpoint,
+// preprocessing and split point read it back instead of recomputing it.
 //
 //   <cacheDir>/<key>/<image id>.f32    float32 values of the prefix output, little-endian
 //

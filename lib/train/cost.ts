@@ -33,6 +33,9 @@ export interface CostJson {
   /** Peak resident set size of the process (getrusage maxrss). */
   peakRssBytes: number;
   backend: string;
+  /** Prefix outputs read from / computed for the activation cache (absent when it is off). */
+  activationCacheHits?: number;
+  activationCacheMisses?: number;
 }
 
 /** Returns the forward FLOPs of one unit for one image (0 for text units and the logit scale). */
@@ -66,7 +69,9 @@ export function trainFlopsPerImage(config: ClipGeometry, plan: FreezePlan, findi
   let insideTape = false;
   for (const unit of path) {
     if (trained.has(unit.name)) insideTape = true;
-    const multiplier = trained.has(unit.name) ? 3 : insideTape ? 2 : 1;
+    let multiplier = 1;
+    if (trained.has(unit.name)) multiplier = 3;
+    else if (insideTape) multiplier = 2;
     total += multiplier * unitForwardFlops(config, unit.name, findings);
   }
   return total;

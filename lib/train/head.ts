@@ -40,7 +40,7 @@ export class TaskHead {
     });
   }
 
-  /** The head's variables under their parameter names. */
+  /** Returns the head's variables under their parameter names. */
   variables(): Map<string, tf.Variable> {
     return new Map([
       [HEAD_PARAMS.weight, this.weight],

@@ -109,8 +109,8 @@ export class TrainingAbortedError extends Error {
 const TRAIN_FILES = ['config.json', 'environment.json', 'history.json', 'cost.json', 'metrics.json', 'predictions.csv'];
 
 /**
- * Trains one run and records it. A run whose record is complete is returned without training
- * (the same config always maps to the same run id); an incomplete one resumes from its last epoch.
+ * Trains one run and records it. The same config always maps to the same run id, so a run whose
+ * record is complete is returned without training, and an incomplete one resumes from its last epoch.
  */
 export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>, options: TrainRunOptions = {}): Promise<TrainRunResult> {
   const config = parseTrainConfig(rawConfig);
@@ -127,7 +127,7 @@ export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>,
   if (options.expectedRunId && options.expectedRunId !== runId) {
     if (!options.model) model.dispose();
     throw new Error(
-      `Cannot resume ${options.expectedRunId}: its recorded config now maps to run ${runId}, so the checkpoint file or the code's defaults changed. Start a new run instead.`,
+      `Cannot resume ${options.expectedRunId}: its recorded config now maps to run ${runId}, because the checkpoint file or the config defaults changed. Start a new run instead.`,
     );
   }
   const record = new RunRecord(runsDir, runId);
@@ -386,6 +386,10 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     totalParams: counts.total,
     backend,
   });
+  if (cache) {
+    cost.activationCacheHits = cache.hits;
+    cost.activationCacheMisses = cache.misses;
+  }
   record.writeJson('cost.json', cost);
   if (cache) logger.info(`Activation cache: ${cache.hits} hits, ${cache.misses} misses (${cache.dir})`);
   options.hooks?.beforeDispose?.({ model, head, plan });
@@ -401,7 +405,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   return { runDir: record.dir, runId: record.runId, metrics, valMeanAuroc: meta.bestValMeanAuroc, cost };
 }
 
-/** The plan spec and truncation, from --plan-from's selection.json when given. */
+/** Resolves the plan spec and truncation, from --plan-from's selection.json when given. */
 function resolvePlanSpec(config: TrainConfig): { spec: string | Partial<FreezePlan>; truncate: number } {
   if (!config.planFrom) return { spec: config.trainUnits, truncate: config.truncate };
   const file = fs.existsSync(config.planFrom) && fs.statSync(config.planFrom).isDirectory() ? path.join(config.planFrom, 'selection.json') : config.planFrom;
@@ -435,7 +439,7 @@ function buildHead(config: TrainConfig, model: ClipModel, tokenizer: ClipTokeniz
 }
 
 /** Lists the optimised parameters of the plan's units with their learning-rate scale and decay flag. */
-function trainableParams(model: ClipModel, head: TaskHead, plan: FreezePlan, config: TrainConfig): AdamWParam[] {
+export function trainableParams(model: ClipModel, head: TaskHead, plan: FreezePlan, config: TrainConfig): AdamWParam[] {
   const decayScales = config.layerDecay < 1 ? layerDecayScales(model.config, plan.truncate, config.layerDecay) : {};
   const headVariables = head.variables();
   const trained = new Set(plan.train);
@@ -489,7 +493,7 @@ function plainData(tensors: Record<string, { data: Float32Array }>): Record<stri
  * Computes one micro-batch's gradients of its loss share and adds them to `grads`.
  * Returns the micro-batch's mean loss.
  */
-function accumulateGradients(
+export function accumulateGradients(
   model: ClipModel,
   head: TaskHead,
   split: SplitPoint,
@@ -536,7 +540,7 @@ function divergedError(record: RunRecord, meta: TrainStateMeta, what: string, ep
   record.appendLog(`stopped: ${what} at step ${meta.step + 1}`);
   return new TrainingDivergedError(
     `Training diverged: ${what} at step ${meta.step + 1} (epoch ${epoch + 1}) of run ${record.runId}. ` +
-      `Last good checkpoint: ${last}. Lower --lr, raise --warmup-steps or enable --clip-grad-norm, then run again ` +
+      `Last good checkpoint: ${last}. Lower --lr, raise --warmup-steps or lower --clip-grad-norm, then run again ` +
       `(the run resumes from the last good checkpoint).`,
   );
 }

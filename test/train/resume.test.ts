@@ -80,6 +80,19 @@ sharedTest('resume matches uninterrupted run', async (t) => {
   fs.rmSync(root, { recursive: true });
 });
 
+sharedTest('activation cache serves later runs', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cache-test-'));
+  const cacheDir = path.join(root, 'cache');
+  const first = await trainRun({ ...config(path.join(root, 'runs'), cacheDir), trainUnits: 'head', epochs: 1 });
+  // The first run computes the prefix once for each of the 16 train, 8 val and 8 test images.
+  t.is(first.cost.activationCacheMisses, 32);
+  const second = await trainRun({ ...config(path.join(root, 'runs'), cacheDir), trainUnits: 'head', epochs: 1, seed: 8 });
+  t.not(second.runDir, first.runDir);
+  t.is(second.cost.activationCacheMisses, 0);
+  t.is(second.cost.activationCacheHits, 32);
+  fs.rmSync(root, { recursive: true });
+});
+
 sharedTest('NaN loss stops with checkpoint', async (t) => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nan-test-'));
   const runs = path.join(root, 'runs');
