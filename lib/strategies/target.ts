@@ -1,0 +1,72 @@
+// Target-domain inputs shared by the model-based strategies: labelled training batches and a
+// task head initialised from the zero-shot classifier, so that losses and gradients are those
+// of the first steps of fine-tuning.
+import * as tf from '@tensorflow/tfjs';
+import type { ClipModel } from '../clip/model.ts';
+import { preprocessConfigFrom, type PreprocessConfig } from '../clip/preprocess.ts';
+import { ClipTokenizer } from '../clip/tokenizer.ts';
+import { loadBatch } from '../data/batches.ts';
+import type { Sample, Split, TargetDataset } from '../data/dataset.ts';
+import { buildZeroShotClassifier, linearHeadInit, loadPrompts } from '../eval/zeroShot.ts';
+import { TaskHead } from '../train/head.ts';
+import { bceWithLogits } from '../train/loss.ts';
+import { createRng, shuffleInPlace } from '../util/rng.ts';
+
+/** A labelled batch: pixels NCHW [n, 3, size, size] and labels row-major [n, findings]. */
+export interface TargetBatch {
+  pixels: Float32Array;
+  labels: Float32Array;
+  samples: Sample[];
+}
+
+/**
+ * Loads `count` batches of `batchSize` images from `split`, in an order shuffled by `seed`.
+ * Images that fail to load are skipped, so a batch can be smaller; empty batches are dropped.
+ */
+export async function loadTargetBatches(
+  dataset: TargetDataset,
+  cfg: PreprocessConfig,
+  options: { split: Split; count: number; batchSize: number; seed: number },
+): Promise<TargetBatch[]> {
+  const all = shuffleInPlace([...dataset.samples(options.split)], createRng(options.seed));
+  if (all.length === 0) {
+    throw new Error(`The ${options.split} split of ${dataset.name} has no samples; check the data folder and the split limits.`);
+  }
+  const requested = all.slice(0, options.count * options.batchSize);
+  const { pixels, kept } = await loadBatch(dataset, requested, cfg, { label: `Loading ${options.split} images` });
+
+  const imageFloats = 3 * cfg.size * cfg.size;
+  const findings = dataset.findings.length;
+  const batches: TargetBatch[] = [];
+  for (let start = 0; start < kept.length; start += options.batchSize) {
+    const samples = kept.slice(start, start + options.batchSize);
+    const labels = new Float32Array(samples.length * findings);
+    samples.forEach((s, i) => labels.set(s.labels, i * findings));
+    batches.push({ pixels: pixels.slice(start * imageFloats, (start + samples.length) * imageFloats), labels, samples });
+  }
+  return batches;
+}
+
+/** Creates the task head from the dataset's zero-shot prompts, encoded by the model's text tower. */
+export function zeroShotHead(model: ClipModel, dataset: TargetDataset, tokenizerDir?: string): TaskHead {
+  const tokenizer = ClipTokenizer.fromDir(tokenizerDir);
+  const prompts = loadPrompts(dataset.promptsFile, dataset.findings);
+  const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings);
+  return TaskHead.fromZeroShot(linearHeadInit(classifier));
+}
+
+/** Returns the fine-tuning loss of one batch: BCE with logits of the head on the image features. */
+export function taskLoss(model: ClipModel, head: TaskHead, batch: TargetBatch): tf.Scalar {
+  const n = batch.samples.length;
+  const findings = batch.labels.length / n;
+  const size = model.config.vision.imageSize;
+  return tf.tidy(() => {
+    const pixels = tf.tensor4d(batch.pixels, [n, 3, size, size]);
+    const logits = head.apply(model.encodeImage(pixels));
+    return bceWithLogits(logits, tf.tensor2d(batch.labels, [n, findings]));
+  });
+}
+
+export function preprocessFor(model: ClipModel): PreprocessConfig {
+  return preprocessConfigFrom(model.config);
+}

@@ -1,0 +1,56 @@
+// The in-process trial evaluator of the search: each trial is an ordinary training run
+// (trainRun) of the trial's plan on the trial's budget, recorded under the select run's
+// trials/ folder. Training runs resume, so a trial killed midway continues from its last epoch.
+import type { Checkpoint } from '../clip/checkpoint.ts';
+import type { ClipModel } from '../clip/model.ts';
+import type { TrainConfig } from '../train/config.ts';
+import { trainRun } from '../train/trainer.ts';
+import type { TrialEvaluator, TrialSpec } from './search.ts';
+
+export interface LocalTrialSettings {
+  /** Training settings shared by every trial (checkpoint, data, batch sizes, lr, limits, ...). */
+  base: Partial<TrainConfig> & { checkpoint: string; data: string };
+  /** Folder of the trials' run records. */
+  runsDir: string;
+  /** Training-split size, to turn a data-fraction budget into an image limit. */
+  trainImages: number;
+  /** Epochs of a data-fraction trial (default 1). */
+  fractionEpochs?: number;
+  /** A loaded model shared by all trials; trainRun restores its weights after each run. */
+  model?: { model: ClipModel; checkpoint: Checkpoint };
+}
+
+/** Returns the train config of one search trial. */
+export function trialTrainConfig(trial: TrialSpec, settings: LocalTrialSettings): Partial<TrainConfig> & { checkpoint: string; data: string } {
+  const config: Partial<TrainConfig> & { checkpoint: string; data: string } = {
+    ...settings.base,
+    method: 'search-trial',
+    trainUnits: trial.plan.train.join(','),
+    truncate: trial.plan.truncate,
+    seed: trial.seed,
+    // Successive halving compares trials at a fixed budget, so early stopping stays off.
+    patience: 0,
+  };
+  if (trial.budgetUnit === 'epochs') {
+    config.epochs = trial.budget;
+  } else {
+    config.epochs = settings.fractionEpochs ?? 1;
+    const limit = { train: null, val: null, test: null, ...(settings.base.limit ?? {}) };
+    config.limit = { ...limit, train: Math.max(1, Math.round(trial.budget * settings.trainImages)) };
+  }
+  return config;
+}
+
+export function localTrialEvaluator(settings: LocalTrialSettings): TrialEvaluator {
+  return async (trial) => {
+    const result = await trainRun(trialTrainConfig(trial, settings), { runsDir: settings.runsDir, model: settings.model });
+    return {
+      valMeanAuroc: result.valMeanAuroc,
+      cost: {
+        wallSeconds: result.cost.trainSeconds + result.cost.evalSeconds,
+        flops: result.cost.flops,
+        imagesSeen: result.cost.imagesSeen,
+      },
+    };
+  };
+}

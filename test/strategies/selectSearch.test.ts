@@ -1,0 +1,45 @@
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { runSelect } from '../../lib/strategies/selectRun.ts';
+import { trainRun } from '../../lib/train/trainer.ts';
+import { readJson } from '../../lib/util/atomic.ts';
+import { initBackend } from '../../lib/util/backend.ts';
+import { baseConfig, checkRecord, shared } from './helpers/selectConfig.ts';
+
+test.before(async () => {
+  await initBackend();
+});
+
+shared('search trains trials and writes record', async (t) => {
+  const config = baseConfig({
+    strategy: 'search',
+    method: 'prefix',
+    units: null,
+    budget: { unit: 'epochs', total: 3, minBudget: 0.5, maxBudget: 1, eta: 2, initialTrials: 2 },
+    settings: { train: { batchSize: 8, microBatchSize: 8, bootstrap: 10 } },
+  });
+  const { runDir, selection } = await runSelect(config);
+  checkRecord(t, runDir, 'search');
+  const trials = fs.readFileSync(path.join(runDir, 'trials.jsonl'), 'utf8').trim().split('\n');
+  t.is(trials.length, 3);
+  const details = selection.details as { pareto: unknown[]; best: { budget: number } };
+  t.is(details.best.budget, 1);
+  t.true(details.pareto.length >= 1);
+
+  // A second call with the same config returns the complete record without training again.
+  const again = await runSelect(config);
+  t.deepEqual(again.selection.plan, selection.plan);
+});
+
+shared('selected plan trains with plan-from', async (t) => {
+  const config = baseConfig({ settings: { batches: 1, batchSize: 4 } });
+  const { runDir, selection } = await runSelect(config);
+  const trained = await trainRun(
+    { checkpoint: config.checkpoint, data: config.data, planFrom: runDir, epochs: 1, batchSize: 8, microBatchSize: 8, limit: config.limit, bootstrap: 10, seed: 1 },
+    { runsDir: config.runs },
+  );
+  const trainConfig = readJson<{ plan: { train: string[]; truncate: number } }>(path.join(trained.runDir, 'config.json'));
+  t.deepEqual([...trainConfig.plan.train].sort(), [...selection.plan.train].sort());
+  t.is(trainConfig.plan.truncate, selection.plan.truncate);
+});
