@@ -176,7 +176,7 @@ export class ChestXray14Dataset implements TargetDataset {
 
     try {
       if (!this.pixelCache) return await decode(file, cfg);
-      return await this.pixelCache.getOrCompute(file, preprocessKey(cfg), () => decode(file, cfg));
+      return await this.pixelCache.getOrCompute(file, preprocessKey(cfg), () => decode(file, cfg), cfg);
     } catch (err) {
       if (!(err instanceof ImageDecodeError) && (err as Error).name !== 'ImageDecodeError') throw err;
 

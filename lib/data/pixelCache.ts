@@ -3,21 +3,24 @@
 // size, modification time and the preprocessing key, so editing an image or changing the
 // resolution or normalisation makes a new entry.
 //
-// Entry layout (little-endian): magic 'CFPX', format version (u32), float count (u32),
-// CRC-32 of the float bytes (u32), then the float32 pixels. Entries are written to a temporary
-// file and renamed, so readers never see a partial entry. They are not fsynced, because a
-// cache entry can always be recomputed, and the CRC catches one left torn by a power loss.
+// Entry layout (little-endian): magic 'CFPX', format version (u32), float count (u32), encoding
+// (u32, see pixelCodec.ts), mean and std (3 + 3 f32), CRC-32 of the payload (u32), payload.
+// Entries are written to a temporary file and renamed, so readers never see a partial entry.
+// They are not fsynced, because a cache entry can always be recomputed, and the CRC catches
+// one left torn by a power loss.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { moduleLog } from '../util/log.ts';
+import { decodePixels, encodePixels, ENCODING_CODES, payloadBytes, type Normalisation, type PixelEncoding } from './pixelCodec.ts';
 
 const logger = moduleLog('pixel-cache');
 
 const MAGIC = 0x58504643; // 'CFPX' read as a little-endian u32
-const FORMAT_VERSION = 1;
-const HEADER_BYTES = 16;
+const FORMAT_VERSION = 2;
+const HEADER_BYTES = 44;
+const ENCODINGS = Object.fromEntries(Object.entries(ENCODING_CODES).map(([name, code]) => [code, name])) as Record<number, PixelEncoding>;
 
 /** Returns the default cache folder: $CLIPFREEZE_CACHE_DIR/pixels, or .cache/pixels under the current directory. */
 export function defaultPixelCacheDir(): string {
@@ -44,9 +47,10 @@ export class PixelCache {
 
   /**
    * Returns the cached pixels for `file` under `preprocessKey`, or computes them with `compute`
-   * and stores them. Errors from `compute` propagate and nothing is stored.
+   * and stores them. Errors from `compute` propagate and nothing is stored. With the mean and
+   * std of the preprocessing, 8-bit images are stored compactly (see pixelCodec.ts).
    */
-  async getOrCompute(file: string, preprocessKey: string, compute: () => Promise<Float32Array>): Promise<Float32Array> {
+  async getOrCompute(file: string, preprocessKey: string, compute: () => Promise<Float32Array>, norm: Normalisation | null = null): Promise<Float32Array> {
     const entry = this.entryPath(file, preprocessKey);
     const cached = entry ? this.read(entry) : null;
     if (cached) {
@@ -56,7 +60,7 @@ export class PixelCache {
 
     this.stats.misses++;
     const pixels = await compute();
-    if (entry) this.write(entry, pixels);
+    if (entry) this.write(entry, pixels, norm);
     return pixels;
   }
 
@@ -95,20 +99,25 @@ export class PixelCache {
       return null;
     }
 
-    // Copy into an aligned buffer: a Buffer's byteOffset may not be a multiple of 4.
     const count = bytes.readUInt32LE(8);
-    const pixels = new Float32Array(count);
-    new Uint8Array(pixels.buffer).set(bytes.subarray(HEADER_BYTES, HEADER_BYTES + count * 4));
-    return pixels;
+    const encoding = ENCODINGS[bytes.readUInt32LE(12)];
+    const mean = [0, 1, 2].map((c) => bytes.readFloatLE(16 + 4 * c)) as Normalisation['mean'];
+    const std = [0, 1, 2].map((c) => bytes.readFloatLE(28 + 4 * c)) as Normalisation['std'];
+    return decodePixels(encoding, bytes.subarray(HEADER_BYTES), count, { mean, std });
   }
 
-  private write(entry: string, pixels: Float32Array): void {
-    const data = new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength);
+  private write(entry: string, pixels: Float32Array, norm: Normalisation | null): void {
+    const { encoding, data } = encodePixels(pixels, norm);
     const header = Buffer.alloc(HEADER_BYTES);
     header.writeUInt32LE(MAGIC, 0);
     header.writeUInt32LE(FORMAT_VERSION, 4);
     header.writeUInt32LE(pixels.length, 8);
-    header.writeUInt32LE(zlib.crc32(data), 12);
+    header.writeUInt32LE(ENCODING_CODES[encoding], 12);
+    for (let c = 0; c < 3; c++) {
+      header.writeFloatLE(norm ? norm.mean[c] : 0, 16 + 4 * c);
+      header.writeFloatLE(norm ? norm.std[c] : 1, 28 + 4 * c);
+    }
+    header.writeUInt32LE(zlib.crc32(data), 40);
 
     const tmp = `${entry}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
     try {
@@ -129,7 +138,11 @@ function validateEntry(bytes: Buffer): string | null {
   if (bytes.readUInt32LE(0) !== MAGIC) return 'wrong magic number';
   if (bytes.readUInt32LE(4) !== FORMAT_VERSION) return `format version ${bytes.readUInt32LE(4)}, expected ${FORMAT_VERSION}`;
   const count = bytes.readUInt32LE(8);
-  if (bytes.length !== HEADER_BYTES + count * 4) return `${bytes.length} bytes, expected ${HEADER_BYTES + count * 4} for ${count} floats`;
-  if (zlib.crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(12)) return 'checksum mismatch';
+  const encoding = ENCODINGS[bytes.readUInt32LE(12)];
+  if (!encoding) return `unknown encoding ${bytes.readUInt32LE(12)}`;
+  if (encoding !== 'float32' && count % 3 !== 0) return `${count} values cannot form 3 channel planes`;
+  const expected = HEADER_BYTES + payloadBytes(encoding, count);
+  if (bytes.length !== expected) return `${bytes.length} bytes, expected ${expected} for ${count} values as ${encoding}`;
+  if (zlib.crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(40)) return 'checksum mismatch';
   return null;
 }

@@ -6,7 +6,7 @@ import { loadBatch } from '../../lib/data/batches.ts';
 import { ChestXray14Dataset } from '../../lib/data/chestxray14.ts';
 import { SPLITS, type Sample } from '../../lib/data/dataset.ts';
 import { PixelCache } from '../../lib/data/pixelCache.ts';
-import { preprocessImage, type PreprocessConfig } from '../../lib/clip/preprocess.ts';
+import { preprocessImage, preprocessKey, type PreprocessConfig } from '../../lib/clip/preprocess.ts';
 import { hasShared } from '../helpers/shared.ts';
 import { makeTempDataset, sampleImages } from './chestxray14Fixture.ts';
 
@@ -47,6 +47,25 @@ sharedTest('pixel cache hits on second load', async (t) => {
   t.is(second.counter.decodes, 0);
   t.is(second.dataset.pixelCache!.stats.hits, 3);
   t.deepEqual(again.pixels, pixels.pixels);
+  fs.rmSync(dir, { recursive: true });
+  fs.rmSync(cacheDir, { recursive: true });
+});
+
+sharedTest('pixel cache stores grey compactly', async (t) => {
+  const images = sampleImages(1);
+  const dir = makeTempDataset({ images });
+  const cacheDir = tempDir('clipfreeze-pixels-');
+  const run = openCounting(dir, cacheDir);
+  const decoded = await loadBatch(run.dataset, run.samples, cfg);
+
+  // 44-byte header plus one byte per pixel of one plane, instead of 3 * 32 * 32 float32 values.
+  const entry = run.dataset.pixelCache!.entryPath(path.join(dir, 'images', images[0]), preprocessKey(cfg))!;
+  t.is(fs.statSync(entry).size, 44 + 32 * 32);
+
+  const again = openCounting(dir, cacheDir);
+  const cached = await loadBatch(again.dataset, again.samples, cfg);
+  t.is(again.counter.decodes, 0);
+  t.deepEqual(new Uint32Array(cached.pixels.buffer), new Uint32Array(decoded.pixels.buffer), 'bit-identical pixels');
   fs.rmSync(dir, { recursive: true });
   fs.rmSync(cacheDir, { recursive: true });
 });
