@@ -180,7 +180,7 @@ export class ChestXray14Dataset implements TargetDataset {
     } catch (err) {
       if (!(err instanceof ImageDecodeError) && (err as Error).name !== 'ImageDecodeError') throw err;
 
-      // Count each image once; later calls return null without decoding again.
+      // Count each image once. Later calls return null without decoding again.
       this.failed.add(sample.id);
       if (!fs.existsSync(file)) {
         this.missing++;
