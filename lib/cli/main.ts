@@ -21,6 +21,8 @@ import { register as registerZeroShot } from './zeroShot.ts';
 registerZeroShot(program);
 import { register as registerReport } from './report.ts';
 registerReport(program);
+import { register as registerSelect } from './select.ts';
+registerSelect(program);
 
 try {
   await program.parseAsync(process.argv);
