@@ -39,13 +39,45 @@ interface ParsedDicom {
   bytes: Uint8Array;
 }
 
+// Bytes read to parse a header without pixels. Headers are usually a few KiB, and a longer one
+// is parsed again from the whole file.
+const HEADER_PREFIX_BYTES = 64 * 1024;
+
 function parseDicomFile(file: string, withPixels: boolean): ParsedDicom {
+  if (!withPixels) {
+    try {
+      return parseDicomBytes(file, readPrefix(file, HEADER_PREFIX_BYTES), false);
+    } catch (error) {
+      if (!(error instanceof VolumeFormatError)) throw error;
+      // Fall through: the header may extend past the prefix.
+    }
+  }
   let buffer: Buffer;
   try {
     buffer = fs.readFileSync(file);
   } catch (error) {
     throw new VolumeFormatError(file, `cannot read the DICOM file: ${(error as Error).message}`);
   }
+  return parseDicomBytes(file, buffer, withPixels);
+}
+
+function readPrefix(file: string, length: number): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (error) {
+    throw new VolumeFormatError(file, `cannot read the DICOM file: ${(error as Error).message}`);
+  }
+  try {
+    const buffer = Buffer.alloc(Math.min(length, fs.fstatSync(fd).size));
+    fs.readSync(fd, buffer, 0, buffer.length, 0);
+    return buffer;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function parseDicomBytes(file: string, buffer: Buffer, withPixels: boolean): ParsedDicom {
   const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.length);
   let dataSet: dicomParser.DataSet;
   try {
