@@ -20,7 +20,7 @@ import { trainFlopsPerImage } from '../train/cost.ts';
 import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
 import { loadTargetBatches, preprocessFor, taskLoss, zeroShotHead } from './target.ts';
-import { topK, type SelectionResult } from './types.ts';
+import { topK, type SelectionResult, type Strategy } from './types.ts';
 
 const logger = moduleLog('gradient');
 
@@ -275,3 +275,6 @@ function createOptimiser(variables: Map<string, tf.Variable>, units: LayerUnit[]
   );
   return new AdamW(params);
 }
+
+/** The strategy under the common Strategy type, for callers that hold strategies by name. */
+export const gradientStrategy: Strategy<GradientSettings> = gradientSelect;

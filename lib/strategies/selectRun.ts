@@ -13,11 +13,11 @@ import path from 'node:path';
 import { ClipModel } from '../clip/model.ts';
 import type { Split } from '../data/dataset.ts';
 import { openDataset, type DatasetName } from '../data/registry.ts';
-import { layerUnits } from '../freeze/units.ts';
 import { describeEnvironment, RunRecord, runIdFor } from '../runs/record.ts';
 import { moduleLog } from '../util/log.ts';
 import { GRADIENT_METHODS, gradientSelect, type GradientMethod } from './gradient.ts';
-import { runSearch, type SearchBudget, type TrialEvaluator } from './search.ts';
+import type { SearchBudget, TrialEvaluator } from './search.ts';
+import { searchSelect, type SearchSelectSettings } from './searchSelect.ts';
 import { MASK_SHAPES, type MaskShape } from './searchSpace.ts';
 import { SIMILARITY_METHODS, similaritySelect, type SimilarityMethod } from './similarity.ts';
 import { localTrialEvaluator } from './trialEvaluator.ts';
@@ -147,22 +147,6 @@ async function runStrategy(
   if (config.strategy === 'gradient') {
     return gradientSelect(loaded.model, dataset, { method: config.method as GradientMethod, units, seed: config.seed, tokenizerDir, ...(s as object) });
   }
-  return searchSelect(config, loaded, dataset, record, options);
-}
-
-async function searchSelect(
-  config: SelectConfig,
-  loaded: Awaited<ReturnType<typeof ClipModel.load>>,
-  dataset: Awaited<ReturnType<typeof openDataset>>,
-  record: RunRecord,
-  options: SelectRunOptions,
-): Promise<SelectionResult> {
-  const started = Date.now();
-  const s = config.settings;
-  const allUnits = layerUnits(loaded.model.config, dataset.findings.length);
-  const candidates = (s.candidates as string[] | undefined) ?? allUnits.filter((u) => u.tower === 'vision').map((u) => u.name);
-  const budget = config.budget ?? DEFAULT_BUDGET;
-
   const evaluate =
     options.evaluate ??
     localTrialEvaluator({
@@ -171,52 +155,17 @@ async function searchSelect(
       trainImages: dataset.samples('train').length,
       model: loaded,
     });
-
-  const result = await runSearch({
-    space: {
-      units: candidates,
-      shape: config.method as MaskShape,
-      alwaysTrain: ['head'],
-      truncations: (s.truncations as number[] | undefined) ?? [0],
-      visionLayers: loaded.model.config.vision.layers,
-    },
-    budget,
+  return searchSelect(loaded.model, dataset, {
+    shape: config.method as MaskShape,
+    budget: config.budget ?? DEFAULT_BUDGET,
     seed: config.seed,
     evaluate,
     trialsFile: record.path('trials.jsonl'),
     concurrency: options.concurrency,
-    surrogate: s.surrogate as object | undefined,
+    candidates: s.candidates as string[] | undefined,
+    truncations: s.truncations as number[] | undefined,
+    surrogate: s.surrogate as SearchSelectSettings['surrogate'],
   });
-  if (!result.best) throw new Error('The search finished without a trial with a defined validation mean AUROC; check that the validation split has positives for some finding.');
-
-  const scores: Record<string, number> = {};
-  for (const unit of allUnits) scores[unit.name] = result.unitEffects?.[unit.name] ?? 0;
-  const spentCost = result.trials.reduce(
-    (c, t) => ({ wallSeconds: c.wallSeconds + t.cost.wallSeconds, flops: c.flops + t.cost.flops, imagesSeen: c.imagesSeen + t.cost.imagesSeen }),
-    { wallSeconds: 0, flops: 0, imagesSeen: 0 },
-  );
-  return {
-    plan: result.best.plan,
-    scores,
-    // Wall time of this call; FLOPs and images of every trial, including trials from before a restart.
-    cost: { wallSeconds: (Date.now() - started) / 1000, flops: spentCost.flops, imagesSeen: spentCost.imagesSeen },
-    details: {
-      shape: config.method,
-      budget,
-      best: { trialId: result.best.id, valMeanAuroc: result.best.valMeanAuroc, budget: result.best.budget },
-      pareto: result.pareto,
-      paretoCost: result.paretoCost,
-      brackets: result.brackets,
-      trials: result.trials.length,
-      evaluated: result.evaluated,
-      reused: result.reused,
-      spentBudget: result.spent,
-      trialsWallSeconds: spentCost.wallSeconds,
-      candidates,
-      unitEffects: result.unitEffects,
-      unscored: allUnits.filter((u) => !candidates.includes(u.name)).map((u) => u.name),
-    },
-  };
 }
 
 function limitOf(config: SelectConfig): Partial<Record<Split, number>> {

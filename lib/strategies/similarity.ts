@@ -25,7 +25,7 @@ import { createProgress } from '../util/progress.ts';
 import { features, linearCka, minibatchCka, type Features } from './cka.ts';
 import { frechetDistance, linearMmd2 } from './distance.ts';
 import { loadTargetBatches, preprocessFor, taskLoss, zeroShotHead, type TargetBatch } from './target.ts';
-import { topK, type SelectionResult } from './types.ts';
+import { topK, type SelectionResult, type Strategy } from './types.ts';
 
 const logger = moduleLog('similarity');
 
@@ -262,3 +262,6 @@ function totalVariance(x: Features): number {
   }
   return total;
 }
+
+/** The strategy under the common Strategy type, for callers that hold strategies by name. */
+export const similarityStrategy: Strategy<SimilaritySettings> = similaritySelect;

@@ -1,6 +1,8 @@
 // The common shape of a layer-selection strategy. A strategy takes a model, a target dataset,
 // settings and a seed. It returns a freeze plan, the per-unit evidence behind it and the cost
 // of the selection itself, so a report can weigh a choice against its price.
+import type { ClipModel } from '../clip/model.ts';
+import type { TargetDataset } from '../data/dataset.ts';
 import type { FreezePlan } from '../freeze/plan.ts';
 
 export type StrategyName = 'similarity' | 'gradient' | 'search';
@@ -24,6 +26,12 @@ export interface SelectionResult {
 export interface SelectionJson extends SelectionResult {
   strategy: StrategyName;
 }
+
+/**
+ * A layer-selection strategy: similaritySelect, gradientSelect and searchSelect have this shape.
+ * Settings carry the number of units to train or a budget, and the seed of everything random.
+ */
+export type Strategy<Settings extends { seed: number }> = (model: ClipModel, dataset: TargetDataset, settings: Settings) => Promise<SelectionResult>;
 
 export function zeroCost(): SelectionCost {
   return { wallSeconds: 0, flops: 0, imagesSeen: 0 };
