@@ -66,7 +66,18 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
         metadata = (entry ?? {}) as Record<string, string>;
         continue;
       }
-      tensors.set(name, parseEntry(file, name, entry, dataStart, fileSize));
+      tensors.set(name, parseEntry(file, name, entry, dataStart));
+    }
+
+    const truncated = [...tensors.values()].filter((info) => info.end > fileSize).sort((a, b) => a.begin - b.begin);
+    if (truncated.length > 0) {
+      const listed = truncated.slice(0, 5).map((info) => `'${info.name}' (shape ${formatShape(info.shape)}, bytes ${info.begin}-${info.end})`);
+      const more = truncated.length > listed.length ? ` and ${truncated.length - listed.length} more` : '';
+      throw new Error(
+        `Truncated safetensors file ${file}: it has ${fileSize} bytes, but ${truncated.length === 1 ? 'tensor' : 'tensors'} ` +
+          `${listed.join(', ')}${more} ${truncated.length === 1 ? 'extends' : 'extend'} past the end. ` +
+          `Download or copy the checkpoint again.`,
+      );
     }
     return { file, tensors, metadata, fileSize };
   } finally {
@@ -74,7 +85,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
-function parseEntry(file: string, name: string, entry: unknown, dataStart: number, fileSize: number): TensorInfo {
+function parseEntry(file: string, name: string, entry: unknown, dataStart: number): TensorInfo {
   const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (typeof e?.dtype !== 'string' || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets) || e.data_offsets.length !== 2) {
     throw new Error(`Invalid safetensors header in ${file}: tensor '${name}' lacks dtype, shape or data_offsets.`);
@@ -86,12 +97,6 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
   const [offsetBegin, offsetEnd] = e.data_offsets as number[];
   const begin = dataStart + offsetBegin;
   const end = dataStart + offsetEnd;
-  if (end > fileSize) {
-    throw new Error(
-      `Truncated safetensors file ${file}: tensor '${name}' (shape ${formatShape(shape)}) needs bytes ${begin}-${end} but the file has ${fileSize} bytes. ` +
-        `Download or copy the checkpoint again.`,
-    );
-  }
   const bytesPerElement = BYTES_PER_ELEMENT[e.dtype];
   if (bytesPerElement !== undefined) {
     const expectedBytes = shape.reduce((a, b) => a * b, 1) * bytesPerElement;
