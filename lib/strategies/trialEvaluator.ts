@@ -1,8 +1,10 @@
-// The in-process trial evaluator of the search: each trial is an ordinary training run
-// (trainRun) of the trial's plan on the trial's budget, recorded under the select run's
-// trials/ folder. Training runs resume, so a trial killed midway continues from its last epoch.
+// Trial evaluators of the search. Each trial is an ordinary training run (trainRun) of the
+// trial's plan on the trial's budget: in this process (recorded under the select run's trials/
+// folder), or through a study trial executor. Training runs resume, so a trial killed midway
+// continues from its last finished epoch.
 import type { Checkpoint } from '../clip/checkpoint.ts';
 import type { ClipModel } from '../clip/model.ts';
+import { trialId, type TrialExecutor, type TrialSpec as StudyTrialSpec } from '../study/trial.ts';
 import type { TrainConfig } from '../train/config.ts';
 import { trainRun } from '../train/trainer.ts';
 import type { TrialEvaluator, TrialSpec } from './search.ts';
@@ -21,7 +23,7 @@ export interface LocalTrialSettings {
 }
 
 /** Returns the train config of one search trial. */
-export function trialTrainConfig(trial: TrialSpec, settings: LocalTrialSettings): Partial<TrainConfig> & { checkpoint: string; data: string } {
+export function trialTrainConfig(trial: TrialSpec, settings: Pick<LocalTrialSettings, 'base' | 'trainImages' | 'fractionEpochs'>): Partial<TrainConfig> & { checkpoint: string; data: string } {
   const config: Partial<TrainConfig> & { checkpoint: string; data: string } = {
     ...settings.base,
     method: 'search-trial',
@@ -51,6 +53,37 @@ export function localTrialEvaluator(settings: LocalTrialSettings): TrialEvaluato
         flops: result.cost.flops,
         imagesSeen: result.cost.imagesSeen,
       },
+    };
+  };
+}
+
+export interface ExecutorTrialSettings extends Omit<LocalTrialSettings, 'model' | 'runsDir'> {
+  /** SHA-256 of the checkpoint and fingerprint of the data folder; a worker with others rejects the trial. */
+  checkpointSha256: string;
+  dataFingerprint: string;
+}
+
+/**
+ * Returns an evaluator that hands each search trial to a study trial executor (local, or a
+ * BullMQ queue whose workers train on other machines) as an ordinary 'train' trial. The job id
+ * is the hash of the train config, so a trial enqueued twice runs once. Run the search with
+ * `concurrency` above 1 to keep several workers busy within a rung.
+ */
+export function executorTrialEvaluator(executor: TrialExecutor, settings: ExecutorTrialSettings): TrialEvaluator {
+  return async (trial) => {
+    const config = trialTrainConfig(trial, settings) as Record<string, unknown>;
+    const spec: StudyTrialSpec = {
+      id: trialId('train', config),
+      kind: 'train',
+      config,
+      checkpointSha256: settings.checkpointSha256,
+      dataFingerprint: settings.dataFingerprint,
+    };
+    const [result] = await executor.runAll([spec]);
+    return {
+      valMeanAuroc: result.summary.valMeanAuroc,
+      // NOTE: a trial summary carries no image count, so imagesSeen is 0 for executor trials.
+      cost: { wallSeconds: result.summary.trainSeconds, flops: result.summary.flops, imagesSeen: 0 },
     };
   };
 }
