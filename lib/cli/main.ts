@@ -11,6 +11,8 @@ program
   .showHelpAfterError();
 
 // Commands register themselves here, one import line each.
+import { register as registerInfo } from './info.ts';
+registerInfo(program);
 import { register as registerTrain } from './train.ts';
 registerTrain(program);
 import { register as registerMetrics } from './metrics.ts';
