@@ -12,7 +12,7 @@ import { ClipModel } from '../lib/clip/model.ts';
 import { countPlanParams } from '../lib/freeze/paramCount.ts';
 import { parsePlan } from '../lib/freeze/plan.ts';
 import { AdamW } from '../lib/train/adamw.ts';
-import { clipByGlobalNorm } from '../lib/train/clipGrad.ts';
+import { GradientBuffer } from '../lib/train/gradientBuffer.ts';
 import { parseTrainConfig } from '../lib/train/config.ts';
 import { peakRssBytes, trainFlopsPerImage } from '../lib/train/cost.ts';
 import { TaskHead } from '../lib/train/head.ts';
@@ -48,7 +48,7 @@ let peakTensorBytes = tf.memory().numBytes;
 const size = config.vision.imageSize;
 for (let step = 0; step < steps; step++) {
   const started = performance.now();
-  const grads = new Map<string, tf.Tensor>();
+  const grads = new GradientBuffer();
   let loss = 0;
   for (let m = 0; m < batchSize / microBatchSize; m++) {
     const pixels = tf.randomNormal([microBatchSize, 3, size, size], 0, 1, 'float32', step * 1000 + m) as tf.Tensor4D;
@@ -60,10 +60,10 @@ for (let step = 0; step < steps; step++) {
     peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
     console.log(`  micro-batch ${m + 1}: tensors ${gib(tf.memory().numBytes)} GiB, ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }
-  clipByGlobalNorm(grads, trainConfig.clipGradNorm);
+  grads.clipByGlobalNorm(trainConfig.clipGradNorm);
+  optimizer.applyGradients(grads.entries(), 1e-5);
+  grads.clear();
   peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
-  optimizer.applyGradients(grads, 1e-5);
-  tf.dispose([...grads.values()]);
   const seconds = (performance.now() - started) / 1000;
   const gflops = (trainFlopsPerImage(config, plan, findings) * batchSize) / seconds / 1e9;
   console.log(

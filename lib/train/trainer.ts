@@ -35,7 +35,7 @@ import { createRng, shuffleInPlace } from '../util/rng.ts';
 import { ActivationCache } from './activationCache.ts';
 import { AdamW, type AdamWParam } from './adamw.ts';
 import { loadTrainState, saveTrainState, stateDir, type EpochRecord, type TrainStateMeta } from './checkpointState.ts';
-import { clipByGlobalNorm } from './clipGrad.ts';
+import { GradientBuffer } from './gradientBuffer.ts';
 import { identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
 import { CostMeter, type CostJson } from './cost.ts';
 import { TaskHead } from './head.ts';
@@ -271,7 +271,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
 
         // Gradient accumulation: each micro-batch's mean loss is weighted by its share of
         // the batch, so the summed gradient is the gradient of the batch's mean loss.
-        const grads = new Map<string, tf.Tensor>();
+        const grads = new GradientBuffer();
         let batchLoss = 0;
         let batchImages = 0;
         for (let start = 0; start < batch.length; start += config.microBatchSize) {
@@ -280,7 +280,6 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
           const microLoss = accumulateGradients(model, head, split, params, micro, batch.length, posWeight, grads);
           meter.sampleMemory();
           if (!Number.isFinite(microLoss)) {
-            tf.dispose([...grads.values()]);
             throw divergedError(record, meta, `loss is ${microLoss}`, epoch);
           }
           batchLoss += microLoss * micro.kept.length;
@@ -289,14 +288,13 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
         if (batchImages === 0) continue;
 
         // Gradients were scaled by the batch's listed size; rescale when images were skipped.
-        if (batchImages !== batch.length) scaleGradients(grads, batch.length / batchImages);
-        const norm = clipByGlobalNorm(grads, config.clipGradNorm);
+        if (batchImages !== batch.length) grads.scale(batch.length / batchImages);
+        const norm = grads.clipByGlobalNorm(config.clipGradNorm);
         if (!Number.isFinite(norm)) {
-          tf.dispose([...grads.values()]);
           throw divergedError(record, meta, `gradient norm is ${norm}`, epoch);
         }
-        optimizer.applyGradients(grads, lr);
-        tf.dispose([...grads.values()]);
+        optimizer.applyGradients(grads.entries(), lr);
+        grads.clear();
         meter.sampleMemory();
 
         meta.step += 1;
@@ -490,8 +488,8 @@ function plainData(tensors: Record<string, { data: Float32Array }>): Record<stri
 }
 
 /**
- * Computes one micro-batch's gradients of its loss share and adds them to `grads`.
- * Returns the micro-batch's mean loss.
+ * Computes one micro-batch's gradients of its loss share and adds them to `grads`, then
+ * disposes the micro-batch's tensors. Returns the micro-batch's mean loss.
  */
 export function accumulateGradients(
   model: ClipModel,
@@ -501,7 +499,7 @@ export function accumulateGradients(
   micro: { x: tf.Tensor; labels: tf.Tensor2D; kept: Sample[] },
   batchSize: number,
   posWeight: number[] | undefined,
-  grads: Map<string, tf.Tensor>,
+  grads: GradientBuffer,
 ): number {
   const share = micro.kept.length / batchSize;
   const variables = params.map((p) => p.variable);
@@ -515,24 +513,10 @@ export function accumulateGradients(
   value.dispose();
   tf.dispose([micro.x, micro.labels]);
   for (const [variableName, g] of Object.entries(microGrads)) {
-    const name = names.get(variableName)!;
-    const previous = grads.get(name);
-    if (previous) {
-      grads.set(name, tf.add(previous, g));
-      previous.dispose();
-      g.dispose();
-    } else {
-      grads.set(name, g);
-    }
-  }
-  return loss;
-}
-
-function scaleGradients(grads: Map<string, tf.Tensor>, factor: number): void {
-  for (const [name, g] of grads) {
-    grads.set(name, tf.mul(g, factor));
+    grads.add(names.get(variableName)!, g);
     g.dispose();
   }
+  return loss;
 }
 
 function divergedError(record: RunRecord, meta: TrainStateMeta, what: string, epoch: number): TrainingDivergedError {

@@ -2,6 +2,7 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { AdamW } from '../../lib/train/adamw.ts';
 import { clipByGlobalNorm, globalNorm } from '../../lib/train/clipGrad.ts';
+import { GradientBuffer } from '../../lib/train/gradientBuffer.ts';
 import { bceWithLogits, positiveWeights } from '../../lib/train/loss.ts';
 import { layerDecayScales, learningRateAt } from '../../lib/train/schedule.ts';
 import { initBackend } from '../../lib/util/backend.ts';
@@ -125,6 +126,33 @@ test('clipping reports NaN norm', (t) => {
   const grads = new Map<string, tf.Tensor>([['a', tf.tensor1d([NaN, 1])]]);
   t.true(Number.isNaN(clipByGlobalNorm(grads, 1)));
   tf.dispose([...grads.values()]);
+});
+
+test('gradient buffer sums and clips', (t) => {
+  const buffer = new GradientBuffer();
+  const a1 = tf.tensor1d([1, 2]);
+  const a2 = tf.tensor1d([2, 2]);
+  const b = tf.tensor1d([0]);
+  buffer.add('a', a1);
+  buffer.add('a', a2);
+  buffer.add('b', b);
+  t.deepEqual(Array.from(buffer.entries().get('a')!), [3, 4]);
+  t.is(buffer.clipByGlobalNorm(1), 5);
+  t.true(Math.abs(buffer.globalNorm() - 1) < 1e-5);
+  t.throws(() => buffer.add('a', b), { message: /Gradient of 'a' has 1 values, expected 2/ });
+  tf.dispose([a1, a2, b]);
+});
+
+test('adamw accepts array gradients', (t) => {
+  const fromTensor = tf.variable(tf.tensor1d([1, -1]));
+  const fromArray = tf.variable(tf.tensor1d([1, -1]));
+  const optTensor = new AdamW([{ name: 'w', variable: fromTensor, lrScale: 1, decay: true }]);
+  const optArray = new AdamW([{ name: 'w', variable: fromArray, lrScale: 1, decay: true }]);
+  const g = tf.tensor1d([0.5, -0.25]);
+  optTensor.applyGradients(new Map([['w', g]]), 0.1);
+  optArray.applyGradients(new Map([['w', new Float32Array([0.5, -0.25])]]), 0.1);
+  t.deepEqual(Array.from(fromArray.dataSync()), Array.from(fromTensor.dataSync()));
+  tf.dispose([fromTensor, fromArray, g]);
 });
 
 test('bce matches float64 formula', (t) => {
