@@ -226,7 +226,12 @@ export class BratsDataset implements TargetDataset {
   private findCases(dir: string): CaseFiles[] {
     if (!fs.existsSync(dir)) throw new Error(`BraTS folder ${dir} not found. Pass the folder holding the case folders.`);
     const cases: CaseFiles[] = [];
+    const seen = new Set<string>();
     const walk = (folder: string, folderSplit: Split | null) => {
+      // Each real folder once, so symbolic link cycles end.
+      const real = fs.realpathSync(folder);
+      if (seen.has(real)) return;
+      seen.add(real);
       const entries = fs.readdirSync(folder, { withFileTypes: true }).filter((entry) => !entry.name.startsWith('.'));
       const nifti = entries.filter((entry) => !entry.isDirectory() && /\.nii(\.gz)?$/i.test(entry.name)).map((entry) => entry.name);
       if (nifti.length > 0) {
@@ -250,7 +255,7 @@ export class BratsDataset implements TargetDataset {
       }
       for (const entry of entries) {
         const full = path.join(folder, entry.name);
-        const isDirectory = entry.isDirectory() || (entry.isSymbolicLink() && fs.statSync(full).isDirectory());
+        const isDirectory = entry.isDirectory() || (entry.isSymbolicLink() && fs.statSync(full, { throwIfNoEntry: false })?.isDirectory() === true);
         if (isDirectory) walk(full, parseSplitName(entry.name) ?? folderSplit);
       }
     };

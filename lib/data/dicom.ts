@@ -13,6 +13,8 @@ const logger = moduleLog('dicom');
 /** Header fields of one DICOM image, enough to place it in its series and decode it. */
 export interface DicomSliceHeader {
   file: string;
+  /** Modality (0008,0060), e.g. CT, MR or DX; empty when absent. */
+  modality: string;
   patientId: string;
   studyUid: string;
   seriesUid: string;
@@ -107,6 +109,7 @@ function headerFrom(file: string, ds: dicomParser.DataSet): DicomSliceHeader {
   if (!rows || !columns) throw new VolumeFormatError(file, 'missing Rows or Columns (0028,0010/0011).');
   return {
     file,
+    modality: (ds.string('x00080060') ?? '').trim(),
     patientId: ds.string('x00100020') ?? '',
     studyUid: ds.string('x0020000d') ?? '',
     seriesUid: ds.string('x0020000e') ?? '',
@@ -173,18 +176,42 @@ export interface DicomSeries {
   direction: [Vec3, Vec3, Vec3];
 }
 
-/** Lists every file under `dir` (recursively) that looks like DICOM: a .dcm name or the DICM magic at byte 128. */
+/**
+ * Lists every file under `dir` (recursively, following symbolic links) that looks like DICOM:
+ * a .dcm name or the DICM magic at byte 128.
+ */
 export function findDicomFiles(dir: string): string[] {
   const found: string[] = [];
+  walkFiles(dir, (file) => {
+    if (/\.dcm$/i.test(file) || hasDicomMagic(file)) found.push(file);
+  });
+  return found.sort();
+}
+
+/**
+ * Calls `visit` for every file under `dir`, following symbolic links to folders (each real
+ * folder once, so link cycles end). Hidden entries and folders for which `skipFolder` returns
+ * true are left out.
+ */
+export function walkFiles(dir: string, visit: (file: string) => void, skipFolder: (name: string) => boolean = () => false): void {
+  const seen = new Set<string>();
   const walk = (folder: string) => {
+    const real = fs.realpathSync(folder);
+    if (seen.has(real)) return;
+    seen.add(real);
     for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+      if (entry.name.startsWith('.')) continue;
       const full = path.join(folder, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.isFile() && (/\.dcm$/i.test(entry.name) || hasDicomMagic(full))) found.push(full);
+      const stats = entry.isSymbolicLink() ? fs.statSync(full, { throwIfNoEntry: false }) : entry;
+      if (!stats) continue; // A dangling link.
+      if (stats.isDirectory()) {
+        if (!skipFolder(entry.name)) walk(full);
+      } else if (stats.isFile()) {
+        visit(full);
+      }
     }
   };
   walk(dir);
-  return found.sort();
 }
 
 function hasDicomMagic(file: string): boolean {
@@ -198,12 +225,23 @@ function hasDicomMagic(file: string): boolean {
   }
 }
 
-/** Groups DICOM files by SeriesInstanceUID and orders each series by slice position. */
-export function groupDicomSeries(files: string[]): DicomSeries[] {
+/**
+ * Groups DICOM files by SeriesInstanceUID and orders each series by slice position. An
+ * unreadable file raises its VolumeFormatError, unless `onUnreadable` is given, which then
+ * receives the error while the file is left out.
+ */
+export function groupDicomSeries(files: string[], onUnreadable?: (error: VolumeFormatError) => void): DicomSeries[] {
   const bySeries = new Map<string, DicomSliceHeader[]>();
   for (const file of files) {
-    const header = readDicomHeader(file);
-    if (!header.seriesUid) throw new VolumeFormatError(file, 'missing SeriesInstanceUID (0020,000E).');
+    let header: DicomSliceHeader;
+    try {
+      header = readDicomHeader(file);
+      if (!header.seriesUid) throw new VolumeFormatError(file, 'missing SeriesInstanceUID (0020,000E).');
+    } catch (error) {
+      if (!onUnreadable || !(error instanceof VolumeFormatError)) throw error;
+      onUnreadable(error);
+      continue;
+    }
     const list = bySeries.get(header.seriesUid) ?? [];
     list.push(header);
     bySeries.set(header.seriesUid, list);

@@ -3,8 +3,8 @@
 // Scans are read from .mhd/.raw files (the LUNA16 release, named <seriesuid>.mhd) or from
 // DICOM series (LIDC-IDRI, whose SeriesInstanceUID is the LUNA16 seriesuid), found anywhere
 // under the dataset folder. Nodule centres and diameters come from annotations.csv (world
-// coordinates in mm). When annotations_excluded.csv is present, its findings (non-nodules,
-// nodules < 3 mm and nodules marked by fewer than 3 radiologists) are kept out of negatives.
+// coordinates in mm). When annotations_excluded.csv is present, its findings (LIDC reads that
+// LUNA16 left out of annotations.csv) are kept out of negatives.
 //
 // Two sampling modes:
 // - 'patch' (default): square patches of patchMm around each annotated nodule on every slice
@@ -25,20 +25,20 @@ import { createRng, randomInt, type Rng } from '../util/rng.ts';
 import { assignSplits, DEFAULT_SPLIT_FRACTIONS, givenSplits, type SplitFractions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
-import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu } from './dicom.ts';
+import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu, walkFiles } from './dicom.ts';
 import { cropPatch, lungMask2d } from './lungPatch.ts';
 import { stratifiedSample } from './sampling.ts';
 import { type MetaImageHeader, readMetaImageHeader, readMetaImageSlice } from './metaimage.ts';
 import { assertPatientDisjoint } from './splits.ts';
 import { type Vec3, type Volume, VolumeFormatError, worldToVoxel } from './volume.ts';
-import { applyWindow, type IntensityWindow, LUNG_WINDOW } from './window.ts';
+import { applyRgbWindows, applyWindow, type IntensityWindow, LUNG_WINDOW } from './window.ts';
 
 const logger = moduleLog('luna16');
 
 export const LUNA16_FINDINGS = ['Nodule'];
 
-// Radius given to excluded findings without a diameter (annotations_excluded.csv writes -1
-// for them). An estimate: LIDC marks non-nodules >= 3 mm and nodules < 3 mm there.
+// Radius given to excluded findings without a measured diameter (annotations_excluded.csv
+// writes -1 for them). An estimate, chosen to cover a small nodule.
 const EXCLUDED_DEFAULT_RADIUS_MM = 5;
 
 // Lung pixels a slice needs before a negative patch may be centred on it.
@@ -61,8 +61,12 @@ export interface Luna16Options {
   negativesPerScan?: number;
   /** Nodules smaller than this diameter in mm are treated as excluded findings (default 0). */
   minDiameterMm?: number;
+  /** seriesuids.csv listing the LUNA16 scans (one seriesuid a line). Default: a file of that name under the dataset folder, if any. */
+  seriesUidsCsv?: string;
   /** Intensity window in HU (default the lung window, center -600, width 1500). */
   window?: IntensityWindow;
+  /** Three windows rendered as R, G and B instead of one greyscale window, e.g. [LUNG_WINDOW, MEDIASTINAL_WINDOW, BONE_WINDOW]. */
+  rgbWindows?: [IntensityWindow, IntensityWindow, IntensityWindow];
   /** Split per seriesuid or patient id. Every scan must be covered. */
   splits?: Record<string, Split>;
   /** CSV "<seriesuid or patient>,<train|val|test>" with a header row; used when `splits` is not given. */
@@ -108,13 +112,14 @@ export class Luna16Dataset implements TargetDataset {
   readonly name = 'luna16';
   readonly findings = LUNA16_FINDINGS;
   readonly promptsFile: string;
-  private readonly options: Required<Omit<Luna16Options, 'annotationsCsv' | 'excludedCsv' | 'splits' | 'splitFile' | 'promptsFile' | 'limit'>>;
+  private readonly options: Required<Omit<Luna16Options, 'annotationsCsv' | 'excludedCsv' | 'seriesUidsCsv' | 'rgbWindows' | 'splits' | 'splitFile' | 'promptsFile' | 'limit'>>;
+  private readonly rgbWindows: Luna16Options['rgbWindows'];
   private readonly bySplit: Record<Split, Sample[]> = { train: [], val: [], test: [] };
   private readonly specs = new Map<string, SampleSpec>();
   private readonly scans: Scan[];
   private readonly sliceCache = new Map<string, Float32Array>();
   private readonly skipCounts: SkipCounts = { missing: 0, corrupt: 0 };
-  private readonly files: { annotations: string; excluded: string | null };
+  private readonly files: { annotations: string; excluded: string | null; seriesUids: string | null };
   private readonly limit: Luna16Options['limit'];
 
   constructor(
@@ -139,14 +144,19 @@ export class Luna16Dataset implements TargetDataset {
     if (!(this.options.patchMm > 0)) throw new Error(`Invalid patchMm ${this.options.patchMm}: use a patch side in mm > 0, e.g. 64.`);
     this.promptsFile = options.promptsFile ?? defaultPromptsFile('luna16');
     this.limit = options.limit;
+    this.rgbWindows = options.rgbWindows;
+    if (this.rgbWindows !== undefined && this.rgbWindows.length !== 3) {
+      throw new Error(`Invalid rgbWindows: expected 3 windows ({center, width} in HU), got ${this.rgbWindows.length}.`);
+    }
 
     const found = findLunaFiles(dir);
     const annotations = options.annotationsCsv ?? found.annotations;
     if (!annotations) throw new Error(`No annotations.csv found under ${dir}. Pass annotationsCsv with the LUNA16 annotation file.`);
     const excluded = options.excludedCsv ?? found.excluded;
-    this.files = { annotations, excluded: excluded ?? null };
+    const seriesUids = options.seriesUidsCsv ?? found.seriesUids;
+    this.files = { annotations, excluded: excluded ?? null, seriesUids: seriesUids ?? null };
 
-    this.scans = indexScans(found.mhd, found.dicom);
+    this.scans = this.indexScans(found.mhd, found.dicom, seriesUids);
     if (this.scans.length === 0) throw new Error(`No LUNA16 scans (.mhd files or DICOM series) found under ${dir}.`);
     attachFindings(this.scans, readNoduleCsv(annotations), excluded ? readNoduleCsv(excluded) : new Map(), this.options.minDiameterMm);
 
@@ -177,6 +187,7 @@ export class Luna16Dataset implements TargetDataset {
       dir: this.dir,
       annotations: this.files.annotations,
       excluded: this.files.excluded,
+      seriesUids: this.files.seriesUids,
       scans: this.scans.length,
       scansPerSplit,
       samples: Object.fromEntries(SPLITS.map((split) => [split, this.bySplit[split].length])),
@@ -207,15 +218,47 @@ export class Luna16Dataset implements TargetDataset {
     const [nx, ny] = spec.scan.geometry.dims;
 
     if (spec.kind === 'slice') {
-      const hu = this.readSlice(spec.scan, spec.k);
-      return { data: applyWindow(hu, this.options.window), width: nx, height: ny, channels: 1 };
+      return this.windowed(this.readSlice(spec.scan, spec.k), nx, ny);
     }
 
     // NOTE: the patch is square in pixels, which is square in mm only when the column and row spacings are equal (true for LIDC-IDRI).
     const size = Math.max(8, Math.round(this.options.patchMm / spec.scan.geometry.spacing[0]));
     const { k, center } = spec.kind === 'nodule' ? { k: spec.k, center: spec.center! } : this.chooseNegativeCenter(spec, sample.id);
     const patch = cropPatch(this.readSlice(spec.scan, k), nx, ny, center[0], center[1], size);
-    return { data: applyWindow(patch, this.options.window), width: size, height: size, channels: 1 };
+    return this.windowed(patch, size, size);
+  }
+
+  private windowed(hu: Float32Array, width: number, height: number): RawImage {
+    if (this.rgbWindows) return { data: applyRgbWindows(hu, this.rgbWindows), width, height, channels: 3 };
+    return { data: applyWindow(hu, this.options.window), width, height, channels: 1 };
+  }
+
+  /**
+   * Lists the scans: DICOM series of modality CT and .mhd files, restricted to the LUNA16 scan
+   * list when one is given. Unreadable DICOM files are logged, counted as corrupt and left out.
+   */
+  private indexScans(mhdFiles: string[], dicomFiles: string[], seriesUidsFile: string | undefined): Scan[] {
+    const onUnreadable = (error: VolumeFormatError) => {
+      this.skipCounts.corrupt++;
+      logger.warn({ file: error.file, err: error.message }, 'skipping unreadable DICOM file');
+    };
+    const series = dicomFiles.length > 0 ? groupDicomSeries(dicomFiles, onUnreadable) : [];
+    const ctSeries = series.filter((s) => s.slices[0].modality === '' || s.slices[0].modality === 'CT');
+    if (ctSeries.length < series.length) logger.info(`ignoring ${series.length - ctSeries.length} DICOM series that are not CT (e.g. radiographs)`);
+    let scans = indexScans(mhdFiles, ctSeries);
+
+    if (seriesUidsFile) {
+      const listed = readSeriesUids(seriesUidsFile);
+      const kept = scans.filter((scan) => listed.has(scan.seriesUid));
+      if (kept.length < scans.length) {
+        logger.info(`ignoring ${scans.length - kept.length} scans not listed in ${seriesUidsFile}: scans outside LUNA16 have no nodule annotations`);
+      }
+      scans = kept;
+    } else if (ctSeries.length > 0) {
+      // NOTE: LUNA16 keeps 888 LIDC-IDRI scans (its seriesuids.csv). Nodules of the other LIDC-IDRI scans are not in annotations.csv, so their patches would be labelled negative.
+      logger.warn('no seriesuids.csv found: every CT series is taken as a LUNA16 scan. Pass seriesUidsCsv to keep only the annotated LUNA16 scans.');
+    }
+    return scans;
   }
 
   private chooseSplits(options: Luna16Options): (scan: Scan) => Split {
@@ -326,32 +369,32 @@ export function openLuna16(dir: string, options: Luna16Options = {}): Luna16Data
   return new Luna16Dataset(dir, options);
 }
 
-function findLunaFiles(dir: string): { mhd: string[]; dicom: string[]; annotations?: string; excluded?: string } {
+function findLunaFiles(dir: string): { mhd: string[]; dicom: string[]; annotations?: string; excluded?: string; seriesUids?: string } {
   if (!fs.existsSync(dir)) throw new Error(`LUNA16 folder ${dir} not found. Pass the folder holding the .mhd scans (or DICOM series) and annotations.csv.`);
   const mhd: string[] = [];
   const csv: string[] = [];
-  const walk = (folder: string) => {
-    for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
-      if (entry.name.startsWith('.')) continue;
-      const full = path.join(folder, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (/\.mhd$/i.test(entry.name)) mhd.push(full);
-      else if (/\.csv$/i.test(entry.name)) csv.push(full);
-    }
-  };
-  walk(dir);
+  // LUNA16's seg-lungs-LUNA16 folder contains lung masks named like the scans, so it is skipped.
+  const isMaskFolder = (name: string) => /^seg-lungs/i.test(name);
+  walkFiles(
+    dir,
+    (file) => {
+      if (/\.mhd$/i.test(file)) mhd.push(file);
+      else if (/\.csv$/i.test(file)) csv.push(file);
+    },
+    isMaskFolder,
+  );
   csv.sort();
   return {
     mhd: mhd.sort(),
-    dicom: findDicomFiles(dir),
+    dicom: findDicomFiles(dir).filter((file) => !path.relative(dir, file).split(path.sep).some(isMaskFolder)),
     annotations: csv.find((file) => path.basename(file).toLowerCase() === 'annotations.csv'),
     excluded: csv.find((file) => /^annotations_excluded.*\.csv$/i.test(path.basename(file))),
+    seriesUids: csv.find((file) => path.basename(file).toLowerCase() === 'seriesuids.csv'),
   };
 }
 
-function indexScans(mhdFiles: string[], dicomFiles: string[]): Scan[] {
+function indexScans(mhdFiles: string[], series: DicomSeries[]): Scan[] {
   const scans = new Map<string, Scan>();
-  const series = dicomFiles.length > 0 ? groupDicomSeries(dicomFiles) : [];
   for (const s of series) {
     const source = path.dirname(s.slices[0].file);
     scans.set(s.seriesUid, {
@@ -365,9 +408,13 @@ function indexScans(mhdFiles: string[], dicomFiles: string[]): Scan[] {
   }
   // A .mhd scan replaces the DICOM series of the same seriesuid (reading one slice is cheaper),
   // keeping the DICOM PatientID, since LUNA16 .mhd files carry no patient id.
+  const mhdBySeries = new Map<string, string>();
   for (const file of mhdFiles) {
     const header = readMetaImageHeader(file);
     const seriesUid = path.basename(file).replace(/\.mhd$/i, '');
+    const previous = mhdBySeries.get(seriesUid);
+    if (previous) throw new Error(`Two .mhd files for scan ${seriesUid}: ${previous} and ${file}. Keep one copy of each scan under the dataset folder.`);
+    mhdBySeries.set(seriesUid, file);
     const patient = scans.get(seriesUid)?.patient ?? seriesUid;
     scans.set(seriesUid, {
       seriesUid,
@@ -379,6 +426,21 @@ function indexScans(mhdFiles: string[], dicomFiles: string[]): Scan[] {
     });
   }
   return [...scans.values()].sort((a, b) => a.seriesUid.localeCompare(b.seriesUid));
+}
+
+/** Reads seriesuids.csv: one seriesuid a line, with or without a "seriesuid" header. */
+function readSeriesUids(file: string): Set<string> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`Failed to read the LUNA16 scan list ${file}: ${(error as Error).message}`);
+  }
+  const uids = text
+    .split(/\r?\n/)
+    .map((line) => line.split(',')[0].trim())
+    .filter((uid) => uid !== '' && uid.toLowerCase() !== 'seriesuid');
+  return new Set(uids);
 }
 
 interface NoduleRow {

@@ -10,6 +10,27 @@ export interface IntensityWindow {
 /** The usual lung window (center -600 HU, width 1500 HU): air is black, nodules and vessels bright. */
 export const LUNG_WINDOW: IntensityWindow = { center: -600, width: 1500 };
 
+/** The usual mediastinal (soft tissue) window: center 40 HU, width 400 HU. */
+export const MEDIASTINAL_WINDOW: IntensityWindow = { center: 40, width: 400 };
+
+/** The usual bone window: center 400 HU, width 1800 HU. */
+export const BONE_WINDOW: IntensityWindow = { center: 400, width: 1800 };
+
+/**
+ * Maps values through three windows into interleaved RGB (one window per channel), so one
+ * image carries lung, soft-tissue and bone contrast for a pretrained RGB encoder.
+ */
+export function applyRgbWindows(values: ArrayLike<number>, windows: [IntensityWindow, IntensityWindow, IntensityWindow]): Uint8Array {
+  const channels = windows.map((window) => applyWindow(values, window));
+  const rgb = new Uint8Array(values.length * 3);
+  for (let i = 0; i < values.length; i++) {
+    rgb[3 * i] = channels[0][i];
+    rgb[3 * i + 1] = channels[1][i];
+    rgb[3 * i + 2] = channels[2][i];
+  }
+  return rgb;
+}
+
 /** Maps values through a window to 0..255, clamping outside it. */
 export function applyWindow(values: ArrayLike<number>, window: IntensityWindow): Uint8Array {
   if (!(window.width > 0)) throw new RangeError(`invalid window width ${window.width}: it must be > 0.`);

@@ -5,7 +5,9 @@ import path from 'node:path';
 import { DEFAULT_PREPROCESS } from '../../lib/clip/preprocess.ts';
 import { assignSplits, DEFAULT_SPLIT_FRACTIONS } from '../../lib/data/caseSplits.ts';
 import { SPLITS, type Sample } from '../../lib/data/dataset.ts';
+import { findDicomFiles } from '../../lib/data/dicom.ts';
 import { openLuna16 } from '../../lib/data/luna16.ts';
+import { BONE_WINDOW, LUNG_WINDOW, MEDIASTINAL_WINDOW } from '../../lib/data/window.ts';
 import { openDataset } from '../../lib/data/registry.ts';
 import { loadPrompts } from '../../lib/eval/zeroShot.ts';
 import { hasShared, sharedPath } from '../helpers/shared.ts';
@@ -195,6 +197,67 @@ sharedTest('luna16 malformed annotation row named', (t) => {
   const error = t.throws(() => openLuna16(dir));
   t.regex(error!.message, /annotations\.csv/);
   t.regex(error!.message, /Invalid row 1188/);
+});
+
+/** Links the three DICOM series of the sample into `dir` and copies the annotation files there. */
+function linkDicomDataset(dir: string): void {
+  for (const patient of fs.readdirSync(path.join(LUNA_DIR, 'dicom_slabs'))) {
+    fs.symlinkSync(path.join(LUNA_DIR, 'dicom_slabs', patient), path.join(dir, patient));
+  }
+  fs.copyFileSync(path.join(LUNA_DIR, 'luna16_csv', 'annotations.csv'), path.join(dir, 'annotations.csv'));
+}
+
+sharedTest('luna16 scan list filters series', (t) => {
+  const dir = tempDir(t);
+  linkDicomDataset(dir);
+  fs.writeFileSync(path.join(dir, 'seriesuids.csv'), `${SERIES_0001}\n${SERIES_0003}\n`);
+  const dataset = openLuna16(dir);
+  const scans = new Set(allSamples(dataset).map(scanOf));
+  t.deepEqual([...scans].sort(), [SERIES_0003, SERIES_0001].sort());
+});
+
+sharedTest('luna16 unreadable DICOM skipped', (t) => {
+  const dir = tempDir(t);
+  linkDicomDataset(dir);
+  fs.mkdirSync(path.join(dir, 'broken'));
+  const bytes = fs.readFileSync(findDicomFiles(path.join(LUNA_DIR, 'dicom_slabs'))[0]);
+  fs.writeFileSync(path.join(dir, 'broken', 'cut.dcm'), bytes.subarray(0, 300));
+  const dataset = openLuna16(dir);
+  t.deepEqual(dataset.skipped(), { missing: 0, corrupt: 1 });
+  t.is(new Set(allSamples(dataset).map(scanOf)).size, 3);
+});
+
+sharedTest('luna16 lung masks are not scans', (t) => {
+  const dir = tempDir(t);
+  copyMhdDataset(dir);
+  const masks = path.join(dir, 'seg-lungs-LUNA16');
+  fs.mkdirSync(masks);
+  fs.writeFileSync(path.join(masks, `${SERIES_0001}.mhd`), 'NDims = 3\nElementDataFile = missing.raw\n');
+  const dataset = openLuna16(dir, { splits: { [SERIES_0001]: 'test' } });
+  t.true(dataset.samples('test').length > 0);
+});
+
+sharedTest('luna16 duplicate scan files rejected', (t) => {
+  const dir = tempDir(t);
+  copyMhdDataset(dir);
+  fs.mkdirSync(path.join(dir, 'copy'));
+  for (const ext of ['mhd', 'raw']) fs.copyFileSync(path.join(dir, `${SERIES_0001}.${ext}`), path.join(dir, 'copy', `${SERIES_0001}.${ext}`));
+  const error = t.throws(() => openLuna16(dir));
+  t.regex(error!.message, /Two \.mhd files/);
+});
+
+sharedTest('luna16 RGB windows render colour', (t) => {
+  const dataset = openLuna16(LUNA_DIR, { rgbWindows: [LUNG_WINDOW, MEDIASTINAL_WINDOW, BONE_WINDOW] });
+  const positive = allSamples(dataset).find((s) => s.labels[0] === 1)!;
+  const image = dataset.renderSample(positive);
+  t.is(image.channels, 3);
+  t.is(image.data.length, image.width * image.height * 3);
+  // Lung (about -850 HU) is dark grey in the lung window and black in the other two.
+  let lungPixels = 0;
+  for (let p = 0; p < image.width * image.height; p++) {
+    if (image.data[3 * p] > 20 && image.data[3 * p] < 100 && image.data[3 * p + 1] === 0 && image.data[3 * p + 2] === 0) lungPixels++;
+  }
+  t.true(lungPixels > 100, `lung pixels ${lungPixels}`);
 });
 
 test('luna16 missing annotations named', (t) => {
