@@ -148,6 +148,10 @@ export async function gradientSelect(model: ClipModel, dataset: TargetDataset, s
     for (const batch of batches) {
       const step = optimiser ? (grads: Map<string, tf.Tensor>) => optimiser.applyGradients(grads, learningRate) : undefined;
       const norms = unitGradientNorms(variables, measured, () => taskLoss(model, head, batch), step);
+      if (!Number.isFinite(norms.loss)) {
+        const ids = batch.samples.map((sample) => sample.id).join(', ');
+        throw new Error(`The task loss is ${norms.loss} on target batch ${perBatch.length} (images ${ids}); check those images and the checkpoint for NaN values, or lower the learning rate.`);
+      }
       perBatch.push(norms);
       progress.tick(1, { loss: norms.loss });
     }

@@ -1,4 +1,5 @@
 import test from 'ava';
+import * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../../lib/clip/model.ts';
 import { openDataset } from '../../lib/data/registry.ts';
 import { gradientSelect } from '../../lib/strategies/gradient.ts';
@@ -79,4 +80,13 @@ test('select rejects unknown method', async (t) => {
 
 test('select MMD needs source', async (t) => {
   await t.throwsAsync(runSelect(baseConfig({ strategy: 'similarity', method: 'mmd' })), { message: /needs source-domain images: pass --source DIR/ });
+});
+
+shared('gradient rejects NaN loss', async (t) => {
+  const { model } = await ClipModel.load(sharedPath('fixtures', 'clip-mini', 'hf-format'));
+  const dataset = await openDataset('chestxray14', sharedPath('data', 'chestxray14-sample'), { limit: { train: 8, val: 8, test: 8 } });
+  const proj = model.params.get('visual.proj')!;
+  proj.assign(tf.fill(proj.shape, Number.NaN));
+  await t.throwsAsync(gradientSelect(model, dataset, { method: 'rgn', batches: 1, batchSize: 2, seed: 1 }), { message: /task loss is NaN on target batch 0 \(images .+\)/ });
+  model.dispose();
 });
