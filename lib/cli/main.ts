@@ -13,6 +13,8 @@ program
 // Commands register themselves here, one import line each.
 import { register as registerInfo } from './info.ts';
 registerInfo(program);
+import { register as registerStudy } from './study.ts';
+registerStudy(program);
 import { register as registerTrain } from './train.ts';
 registerTrain(program);
 import { register as registerMetrics } from './metrics.ts';
@@ -21,6 +23,8 @@ import { register as registerEmbed } from './embed.ts';
 registerEmbed(program);
 import { register as registerZeroShot } from './zeroShot.ts';
 registerZeroShot(program);
+import { register as registerWorker } from './worker.ts';
+registerWorker(program);
 import { register as registerReport } from './report.ts';
 registerReport(program);
 import { register as registerSelect } from './select.ts';

@@ -10,7 +10,8 @@ const stream = pretty({
   sync: true,
   colorize: process.stderr.isTTY === true,
   translateTime: 'HH:MM:ss',
-  ignore: 'pid,hostname',
+  ignore: 'pid,hostname,module',
+  messageFormat: '{if module}[{module}] {end}{msg}',
 });
 
 export const log = pino({ level }, stream);
