@@ -1,6 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { TrialOutcome, TrialSpec } from '../../lib/strategies/search.ts';
 import { runSelect } from '../../lib/strategies/selectRun.ts';
 import { trainRun } from '../../lib/train/trainer.ts';
 import { readJson } from '../../lib/util/atomic.ts';
@@ -42,4 +43,39 @@ shared('selected plan trains with plan-from', async (t) => {
   const trainConfig = readJson<{ plan: { train: string[]; truncate: number } }>(path.join(trained.runDir, 'config.json'));
   t.deepEqual([...trainConfig.plan.train].sort(), [...selection.plan.train].sort());
   t.is(trainConfig.plan.truncate, selection.plan.truncate);
+});
+
+shared('search select resumes after failure', async (t) => {
+  const config = baseConfig({
+    strategy: 'search',
+    method: 'any',
+    units: null,
+    budget: { unit: 'epochs', total: 16, minBudget: 1, maxBudget: 4, eta: 2, initialTrials: 2 },
+  });
+  // A synthetic evaluator that fails on its fifth call, as a crash in the middle of a search would.
+  const score = (trial: TrialSpec): TrialOutcome => ({
+    valMeanAuroc: 0.5 + trial.plan.train.length / 100 + trial.budget / 1000,
+    cost: { wallSeconds: 0.01, flops: trial.plan.train.length * 1e9, imagesSeen: 10 },
+  });
+  let calls = 0;
+  const failing = async (trial: TrialSpec): Promise<TrialOutcome> => {
+    calls += 1;
+    if (calls === 5) throw new Error('worker lost');
+    return score(trial);
+  };
+  await t.throwsAsync(runSelect(config, { evaluate: failing }), { message: 'worker lost' });
+
+  const rerun: string[] = [];
+  const { runDir, selection } = await runSelect(config, {
+    evaluate: async (trial) => {
+      rerun.push(trial.id);
+      return score(trial);
+    },
+  });
+  const details = selection.details as { reused: number; evaluated: number; trials: number };
+  t.is(details.reused, 4);
+  t.is(details.evaluated, details.trials - 4);
+  t.is(rerun.length, details.evaluated);
+  t.true(fs.readFileSync(path.join(runDir, 'run.log'), 'utf8').includes('failed: worker lost'));
+  checkRecord(t, runDir, 'search');
 });
