@@ -18,7 +18,7 @@ import type { PreprocessConfig, RawImage } from '../clip/preprocess.ts';
 import { preprocessImage } from '../clip/preprocess.ts';
 import { defaultPromptsFile } from '../eval/zeroShot.ts';
 import { moduleLog } from '../util/log.ts';
-import { assignSplits, DEFAULT_SPLIT_FRACTIONS, parseSplitName, givenSplits, type SplitFractions } from './caseSplits.ts';
+import { assignSplits, DEFAULT_SPLIT_FRACTIONS, parseSplitName, givenSplits, type SplitFractions, rejectUnknownOptions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
 import { type NiftiVolume, readNifti } from './nifti.ts';
@@ -74,6 +74,28 @@ export interface BratsOptions {
   promptsFile?: string;
 }
 
+// Every option key, so that a misspelt key in a config is rejected instead of silently ignored.
+// The Record type makes the compiler check that the list matches the interface.
+const BRATS_OPTION_KEYS = Object.keys({
+  findings: true,
+  modalities: true,
+  positiveMinAreaMm2: true,
+  negativeMaxAreaMm2: true,
+  subregionMinAreaMm2: true,
+  minBrainAreaMm2: true,
+  sliceStride: true,
+  labelNames: true,
+  intensityPercentiles: true,
+  splits: true,
+  splitFile: true,
+  splitFractions: true,
+  splitSeed: true,
+  limit: true,
+  sampleSeed: true,
+  cachedCases: true,
+  promptsFile: true,
+} satisfies Record<keyof BratsOptions, true>);
+
 interface CaseFiles {
   id: string;
   dir: string;
@@ -115,6 +137,7 @@ export class BratsDataset implements TargetDataset {
     readonly dir: string,
     options: BratsOptions = {},
   ) {
+    rejectUnknownOptions(options, BRATS_OPTION_KEYS, 'BraTS');
     this.options = {
       findings: options.findings ?? 'tumour',
       modalities: options.modalities ?? 'stack',

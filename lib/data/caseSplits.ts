@@ -107,3 +107,11 @@ function splitSizes(n: number, fractions: SplitFractions, total: number): Record
   }
   return { train: sizes[0], val: sizes[1], test: sizes[2] };
 }
+
+/** Throws when `options` has a key outside `known`, naming the key and the accepted keys. */
+export function rejectUnknownOptions(options: object, known: readonly string[], dataset: string): void {
+  const unknown = Object.keys(options).filter((key) => !known.includes(key));
+  if (unknown.length > 0) {
+    throw new Error(`Unknown ${dataset} option(s) ${unknown.join(', ')}. Accepted options: ${known.join(', ')}.`);
+  }
+}

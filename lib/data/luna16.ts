@@ -22,7 +22,7 @@ import { preprocessImage } from '../clip/preprocess.ts';
 import { defaultPromptsFile } from '../eval/zeroShot.ts';
 import { moduleLog } from '../util/log.ts';
 import { createRng, randomInt, type Rng } from '../util/rng.ts';
-import { assignSplits, DEFAULT_SPLIT_FRACTIONS, givenSplits, type SplitFractions } from './caseSplits.ts';
+import { assignSplits, DEFAULT_SPLIT_FRACTIONS, givenSplits, type SplitFractions, rejectUnknownOptions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
 import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu, walkFiles } from './dicom.ts';
@@ -83,6 +83,29 @@ export interface Luna16Options {
   promptsFile?: string;
 }
 
+// Every option key, so that a misspelt key in a config is rejected instead of silently ignored.
+// The Record type makes the compiler check that the list matches the interface.
+const LUNA16_OPTION_KEYS = Object.keys({
+  mode: true,
+  annotationsCsv: true,
+  excludedCsv: true,
+  seriesUidsCsv: true,
+  patchMm: true,
+  positiveSliceFraction: true,
+  negativeMarginMm: true,
+  negativesPerScan: true,
+  minDiameterMm: true,
+  window: true,
+  rgbWindows: true,
+  splits: true,
+  splitFile: true,
+  splitFractions: true,
+  splitSeed: true,
+  limit: true,
+  sampleSeed: true,
+  promptsFile: true,
+} satisfies Record<keyof Luna16Options, true>);
+
 interface Finding {
   world: Vec3;
   radiusMm: number;
@@ -126,6 +149,7 @@ export class Luna16Dataset implements TargetDataset {
     readonly dir: string,
     options: Luna16Options = {},
   ) {
+    rejectUnknownOptions(options, LUNA16_OPTION_KEYS, 'LUNA16');
     this.options = {
       mode: options.mode ?? 'patch',
       patchMm: options.patchMm ?? 64,

@@ -191,6 +191,11 @@ sharedTest('brats case without T1c skipped', (t) => {
   t.true(allSamples(dataset).every((s) => s.patient === 'brats_2013_pat0001_1'));
 });
 
+test('brats misspelt option rejected', (t) => {
+  const error = t.throws(() => openBrats('/nonexistent', { positiveMinArea: 50 } as never));
+  t.regex(error!.message, /Unknown BraTS option\(s\) positiveMinArea/);
+});
+
 test('brats case file names classified', (t) => {
   const brats2021 = classifyCaseFiles(['BraTS2021_00000_flair.nii.gz', 'BraTS2021_00000_seg.nii.gz', 'BraTS2021_00000_t1.nii.gz', 'BraTS2021_00000_t1ce.nii.gz', 'BraTS2021_00000_t2.nii.gz']);
   t.deepEqual(brats2021, { flair: 'BraTS2021_00000_flair.nii.gz', t1c: 'BraTS2021_00000_t1ce.nii.gz', label: 'BraTS2021_00000_seg.nii.gz', brainMask: undefined });

@@ -260,6 +260,11 @@ sharedTest('luna16 RGB windows render colour', (t) => {
   t.true(lungPixels > 100, `lung pixels ${lungPixels}`);
 });
 
+test('luna16 misspelt option rejected', (t) => {
+  const error = t.throws(() => openLuna16('/nonexistent', { patchSizeMm: 32 } as never));
+  t.regex(error!.message, /Unknown LUNA16 option\(s\) patchSizeMm/);
+});
+
 test('luna16 missing annotations named', (t) => {
   const dir = tempDir(t);
   fs.writeFileSync(path.join(dir, 'scan.mhd'), 'NDims = 3\nElementDataFile = scan.raw\n');
