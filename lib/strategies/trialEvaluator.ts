@@ -45,6 +45,8 @@ export function trialTrainConfig(trial: TrialSpec, settings: Pick<LocalTrialSett
 
 export function localTrialEvaluator(settings: LocalTrialSettings): TrialEvaluator {
   return async (trial) => {
+    // NOTE: trainRun also evaluates the test split after every trial; the search never reads
+    // that result, but its time is part of the trial's wallSeconds.
     const result = await trainRun(trialTrainConfig(trial, settings), { runsDir: settings.runsDir, model: settings.model });
     return {
       valMeanAuroc: result.valMeanAuroc,
