@@ -23,6 +23,7 @@ import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
 import { DEFAULT_BOOTSTRAP_SAMPLES, evaluatePredictions, type MetricsJson } from './metrics.ts';
 import { writePredictions, type PredictionRow } from './predictions.ts';
+import { sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from './forgetting.ts';
 import { buildZeroShotClassifier, loadPrompts, zeroShotScores } from './zeroShot.ts';
 
 const logger = moduleLog('zero-shot-run');
@@ -53,6 +54,12 @@ export interface ZeroShotRunOptions {
   backend?: string;
   /** Recompute even when a complete record with the same config exists. */
   force?: boolean;
+  /**
+   * Source-domain sets for forgetting.json. A zero-shot model is the pretrained model, so its
+   * accuracy is measured once and recorded as both before and after (drop 0), which puts the
+   * baseline on the same forgetting axis as the fine-tuned runs.
+   */
+  source?: Array<{ name: string; path: string; limitPerClass: number }>;
 }
 
 export interface ZeroShotRunResult {
@@ -105,6 +112,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
       promptsSha256: sha256File(promptsFile),
       preprocess: preprocessKey(preprocess),
       bootstrap,
+      ...(options.source?.length ? { source: options.source.map((set) => ({ ...set, path: path.resolve(set.path) })) } : {}),
     };
     const runId = runIdFor('zero-shot', config);
     const record = new RunRecord(runsDir, runId);
@@ -166,7 +174,19 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     }
     const summary = `mean AUROC ${formatAuroc(metrics.meanAuroc)} over ${metrics.definedFindings} findings${metrics.meanAurocCi ? `, 95% CI [${metrics.meanAurocCi.map((v) => v.toFixed(4)).join(', ')}]` : ''}, ${rows.length} images`;
     record.appendLog(summary);
-    record.markComplete('zero-shot', ['config.json', 'predictions.csv', 'metrics.json', 'dataset.json', 'environment.json', 'run.log']);
+    const files = ['config.json', 'predictions.csv', 'metrics.json', 'dataset.json', 'environment.json', 'run.log'];
+
+    // 6. Source-domain accuracy of the pretrained model, for the forgetting axis of the report.
+    if (options.source?.length) {
+      const accuracies: SourceAccuracy[] = [];
+      for (const set of options.source) {
+        const result = await sourceZeroShotAccuracy({ imageModel: model, textModel: model, tokenizer, set: set.path, preprocess, limitPerClass: set.limitPerClass, seed });
+        accuracies.push({ ...result, name: set.name });
+      }
+      record.writeJson('forgetting.json', summariseForgetting(accuracies, accuracies));
+      files.push('forgetting.json');
+    }
+    record.markComplete('zero-shot', files);
     logger.info(`Zero-shot ${options.split}: ${summary}. Record: ${record.dir}`);
     return { runId, runDir: record.dir, metrics, reused: false };
   } finally {

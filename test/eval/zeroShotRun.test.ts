@@ -103,3 +103,16 @@ sharedTest('invalid split is rejected', async (t) => {
   const error = await t.throwsAsync(cli(['zero-shot', '--checkpoint', checkpoint, '--data', data, '--split', 'dev']));
   t.regex(String((error as { stderr?: string }).stderr), /Invalid --split 'dev'/);
 });
+
+sharedTest('zero-shot records forgetting baseline', async (t) => {
+  const { runZeroShot } = await import('../../lib/eval/zeroShotRun.ts');
+  process.env.CLIPFREEZE_CACHE_DIR = env.CLIPFREEZE_CACHE_DIR;
+  const source = [{ name: 'cifar', path: sharedPath('data', 'natural', 'cifar10-test'), limitPerClass: 2 }];
+  const result = await runZeroShot({ checkpoint, data, split: 'test', limit: 8, bootstrap: 0, runsDir: path.join(tmp, 'runs-forgetting'), source });
+  const forgetting = JSON.parse(fs.readFileSync(path.join(result.runDir, 'forgetting.json'), 'utf8'));
+  const marker = JSON.parse(fs.readFileSync(path.join(result.runDir, 'complete.json'), 'utf8'));
+  t.is(forgetting.sets.cifar.n, 20);
+  t.is(forgetting.sets.cifar.before, forgetting.sets.cifar.after);
+  t.is(forgetting.sets.cifar.drop, 0);
+  t.true(marker.files.includes('forgetting.json'));
+});
