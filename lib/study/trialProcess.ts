@@ -1,0 +1,55 @@
+// Child process that runs one trial for a queue worker. Training blocks the event loop for
+// seconds at a time, so the trial runs here while the parent process keeps renewing the BullMQ
+// job lock. A crash or out-of-memory error in a trial also leaves the worker running.
+//
+// Protocol (IPC messages): the parent sends one TrialProcessRequest; the child answers with any
+// number of progress messages and then one result or error message, and exits.
+import { pathToFileURL } from 'node:url';
+import type { TrialProgress, TrialResult, TrialSpec } from './trial.ts';
+
+export interface TrialProcessRequest {
+  spec: TrialSpec;
+  runsDir: string;
+  /** Module that exports `runTrial(spec, {runsDir, onProgress})`, as a file URL or path. */
+  runnerModule: string;
+}
+
+export type TrialProcessMessage =
+  | { type: 'progress'; fraction: number; message: string }
+  | { type: 'result'; result: TrialResult }
+  | { type: 'error'; message: string; stack?: string };
+
+type RunTrial = (
+  spec: TrialSpec,
+  options: { runsDir: string; onProgress?: (p: TrialProgress) => void },
+) => Promise<TrialResult>;
+
+function send(message: TrialProcessMessage): Promise<void> {
+  return new Promise((resolve) => process.send!(message, () => resolve()));
+}
+
+// When the parent dies (a worker killed with SIGKILL), its job lock expires and another worker
+// takes the trial over, so this process must stop writing into the run folder.
+process.on('disconnect', () => process.exit(1));
+
+process.once('message', async (request: TrialProcessRequest) => {
+  try {
+    const specifier = request.runnerModule.startsWith('file:') ? request.runnerModule : pathToFileURL(request.runnerModule).href;
+    const runner = (await import(specifier)) as { runTrial?: RunTrial };
+    if (typeof runner.runTrial !== 'function') {
+      throw new Error(`Trial runner module ${request.runnerModule} does not export a runTrial function.`);
+    }
+    const result = await runner.runTrial(request.spec, {
+      runsDir: request.runsDir,
+      onProgress: (p) => {
+        void send({ type: 'progress', fraction: p.fraction, message: p.message });
+      },
+    });
+    await send({ type: 'result', result });
+    process.exit(0);
+  } catch (err) {
+    const error = err as Error;
+    await send({ type: 'error', message: error.message ?? String(err), stack: error.stack });
+    process.exit(1);
+  }
+});
