@@ -48,6 +48,7 @@ export function readNifti(file: string): NiftiVolume {
   if (!type) throw new VolumeFormatError(file, `unsupported NIfTI datatype ${header.datatypeCode} (${header.getDatatypeCodeString(header.datatypeCode)}).`);
 
   const offset = header.vox_offset;
+  if (!Number.isInteger(offset) || offset < 0) throw new VolumeFormatError(file, `invalid vox_offset ${offset}: expected a non-negative whole number of bytes (352 for a plain .nii).`);
   const needed = count * type.bytes;
   if (offset + needed > data.byteLength) {
     throw new VolumeFormatError(file, `truncated voxel data: ${dims.join('x')} ${type.name} voxels need ${needed} bytes from offset ${offset}, the file has ${Math.max(data.byteLength - offset, 0)}.`);
@@ -163,7 +164,11 @@ function geometryFrom(header: nifti.NIFTI1 | nifti.NIFTI2, file: string): Pick<V
     spacing.push(length);
     direction.push(column.map((v) => v / length) as Vec3);
   }
-  return { spacing: spacing as Vec3, origin: [affine[0][3], affine[1][3], affine[2][3]], direction: direction as [Vec3, Vec3, Vec3] };
+  const origin: Vec3 = [affine[0][3], affine[1][3], affine[2][3]];
+  if (![...spacing, ...origin, ...direction.flat()].every(Number.isFinite)) {
+    throw new VolumeFormatError(file, `the ${header.sform_code > 0 ? 'sform' : 'qform'} contains non-finite values, so the voxel-to-world mapping is invalid.`);
+  }
+  return { spacing: spacing as Vec3, origin, direction: direction as [Vec3, Vec3, Vec3] };
 }
 
 /** Returns the axis codes of the voxel axes, as nibabel's aff2axcodes does: 'R' means index i grows toward the subject's right. */

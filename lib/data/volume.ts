@@ -81,7 +81,7 @@ export function axialSlice(volume: Volume, k: number): Float32Array {
 export function voxelCount(dims: number[], source: string): number {
   for (const d of dims) {
     if (!Number.isInteger(d) || d <= 0) {
-      throw new Error(`${source}: invalid image dimensions [${dims.join(', ')}]; each must be a positive integer.`);
+      throw new VolumeFormatError(source, `invalid image dimensions [${dims.join(', ')}]: each must be a positive integer.`);
     }
   }
   return dims.reduce((a, b) => a * b, 1);

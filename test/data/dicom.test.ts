@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { findDicomFiles, groupDicomSeries, readDicomHeader, readDicomSeries, readDicomSliceHu } from '../../lib/data/dicom.ts';
 import { readMetaImage } from '../../lib/data/metaimage.ts';
-import { worldToVoxel } from '../../lib/data/volume.ts';
+import { VolumeFormatError, worldToVoxel } from '../../lib/data/volume.ts';
+import { createRng, randomInt } from '../../lib/util/rng.ts';
 import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('data', 'luna16-sample') ? test : test.skip;
@@ -112,3 +113,28 @@ sharedTest('dicom duplicate slice rejected', (t) => {
   const error = t.throws(() => groupDicomSeries(findDicomFiles(dir)));
   t.regex(error!.message, /duplicate slice position/);
 });
+
+sharedTest('dicom random header damage handled', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'damaged.dcm');
+  const original = fs.readFileSync(findDicomFiles(DICOM_DIR)[0]);
+  const rng = createRng(5);
+  const unclean: string[] = [];
+  let rejected = 0;
+  for (let trial = 0; trial < 150; trial++) {
+    const bytes = Buffer.from(original);
+    // Damage the meta header and data set before the pixel data (which starts near byte 2176).
+    for (let flip = 0; flip <= randomInt(rng, 5); flip++) bytes[132 + randomInt(rng, 2000)] = randomInt(rng, 256);
+    fs.writeFileSync(file, bytes);
+
+    try {
+      readDicomSliceHu(file);
+    } catch (error) {
+      if (!(error instanceof VolumeFormatError) || !error.message.includes(file)) unclean.push(`trial ${trial}: ${(error as Error).name}: ${(error as Error).message}`);
+      else rejected++;
+    }
+  }
+  t.deepEqual(unclean, []);
+  t.true(rejected > 20, `rejected ${rejected}`);
+});
+

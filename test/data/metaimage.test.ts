@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { readMetaImage, readMetaImageHeader, readMetaImageSlice } from '../../lib/data/metaimage.ts';
-import { voxelToWorld, worldToVoxel } from '../../lib/data/volume.ts';
+import { VolumeFormatError, voxelToWorld, worldToVoxel } from '../../lib/data/volume.ts';
+import { createRng, randomInt } from '../../lib/util/rng.ts';
 import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('data', 'luna16-sample') ? test : test.skip;
@@ -178,3 +179,31 @@ test('metaimage malformed header line', (t) => {
   t.regex(error!.message, /bad\.mhd/);
   t.regex(error!.message, /NDims 3/);
 });
+
+test('metaimage random header damage handled', (t) => {
+  const dir = tempDir(t);
+  const file = writeMhd(dir, 'small', SMALL_FIELDS, int16Bytes(SMALL_VALUES));
+  const text = fs.readFileSync(file, 'latin1');
+  const rng = createRng(11);
+  const unclean: string[] = [];
+  let rejected = 0;
+  for (let trial = 0; trial < 600; trial++) {
+    const chars = text.split('');
+    for (let edit = 0; edit <= randomInt(rng, 2); edit++) chars[randomInt(rng, chars.length)] = String.fromCharCode(32 + randomInt(rng, 95));
+    fs.writeFileSync(file, chars.join(''), 'latin1');
+
+    // Either a volume with finite geometry, or a VolumeFormatError naming the header or data file.
+    try {
+      const volume = readMetaImage(file);
+      const geometry = [...volume.spacing, ...volume.origin, ...volume.direction.flat()];
+      if (!geometry.every(Number.isFinite)) unclean.push(`trial ${trial}: non-finite geometry ${geometry}`);
+    } catch (error) {
+      const named = (error as Error).message.includes('small.mhd') || (error as Error).message.includes('small.raw');
+      if (!(error instanceof VolumeFormatError) || !named) unclean.push(`trial ${trial}: ${(error as Error).name}: ${(error as Error).message}`);
+      else rejected++;
+    }
+  }
+  t.deepEqual(unclean, []);
+  t.true(rejected > 50, `rejected ${rejected}`);
+});
+

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { readNifti } from '../../lib/data/nifti.ts';
+import { VolumeFormatError } from '../../lib/data/volume.ts';
+import { createRng, randomInt } from '../../lib/util/rng.ts';
 import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('data', 'brats-sample') ? test : test.skip;
@@ -140,3 +142,29 @@ test('nifti time series rejected', (t) => {
   const error = t.throws(() => readNifti(file));
   t.regex(error!.message, /only single 3-D volumes/);
 });
+
+test('nifti random header damage handled', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'damaged.nii');
+  const rng = createRng(7);
+  const unclean: string[] = [];
+  let rejected = 0;
+  for (let trial = 0; trial < 600; trial++) {
+    const bytes = tinyNifti([0, 1, 2, 3, 4, 5, 6, 7], 0, 0);
+    for (let flip = 0; flip <= randomInt(rng, 4); flip++) bytes[randomInt(rng, 348)] = randomInt(rng, 256);
+    fs.writeFileSync(file, bytes);
+
+    // Either a volume with finite geometry, or a VolumeFormatError naming the file.
+    try {
+      const volume = readNifti(file);
+      const geometry = [...volume.spacing, ...volume.origin, ...volume.direction.flat()];
+      if (!geometry.every(Number.isFinite)) unclean.push(`trial ${trial}: non-finite geometry ${geometry}`);
+    } catch (error) {
+      if (!(error instanceof VolumeFormatError) || !error.message.includes(file)) unclean.push(`trial ${trial}: ${(error as Error).name}: ${(error as Error).message}`);
+      else rejected++;
+    }
+  }
+  t.deepEqual(unclean, []);
+  t.true(rejected > 50, `rejected ${rejected}`);
+});
+
