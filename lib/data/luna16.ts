@@ -309,7 +309,13 @@ export class Luna16Dataset implements TargetDataset {
     const sliceMm = scan.geometry.spacing[2];
     const noduleVoxels = scan.nodules.map((n) => ({ n, voxel: worldToVoxel(scan.geometry, n.world) }));
     const avoidVoxels = scan.avoid.map((n) => ({ n, voxel: worldToVoxel(scan.geometry, n.world) }));
-    const isPositiveSlice = (k: number, n: Finding, voxel: Vec3) => Math.abs(k - voxel[2]) * sliceMm <= this.options.positiveSliceFraction * n.radiusMm;
+    // The slice nearest a nodule centre is positive whenever it cuts the nodule, so a nodule
+    // smaller than the slice spacing still yields a positive.
+    const isPositiveSlice = (k: number, n: Finding, voxel: Vec3) => {
+      const distanceMm = Math.abs(k - voxel[2]) * sliceMm;
+      if (distanceMm <= this.options.positiveSliceFraction * n.radiusMm) return true;
+      return k === Math.round(voxel[2]) && distanceMm <= n.radiusMm;
+    };
 
     if (this.options.mode === 'slice') {
       for (let k = 0; k < nz; k++) {

@@ -48,7 +48,7 @@ export function readNifti(file: string): NiftiVolume {
   if (!type) throw new VolumeFormatError(file, `unsupported NIfTI datatype ${header.datatypeCode} (${header.getDatatypeCodeString(header.datatypeCode)}).`);
 
   const offset = header.vox_offset;
-  if (!Number.isInteger(offset) || offset < 0) throw new VolumeFormatError(file, `invalid vox_offset ${offset}: expected a non-negative whole number of bytes (352 for a plain .nii).`);
+  if (!Number.isInteger(offset) || offset < 0) throw new VolumeFormatError(file, `invalid vox_offset ${offset}: expected a non-negative whole number of bytes (at least 352 in a single .nii file).`);
   const needed = count * type.bytes;
   if (offset + needed > data.byteLength) {
     throw new VolumeFormatError(file, `truncated voxel data: ${dims.join('x')} ${type.name} voxels need ${needed} bytes from offset ${offset}, the file has ${Math.max(data.byteLength - offset, 0)}.`);

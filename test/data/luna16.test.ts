@@ -246,6 +246,16 @@ sharedTest('luna16 duplicate scan files rejected', (t) => {
   t.regex(error!.message, /Two \.mhd files/);
 });
 
+sharedTest('luna16 small nodule keeps nearest slice', (t) => {
+  const dir = tempDir(t);
+  copyMhdDataset(dir);
+  // A 4 mm nodule 1 mm above slice 2 (z = -132.5 + 2 * 2.5 = -127.5): 1 mm exceeds half its radius.
+  fs.appendFileSync(path.join(dir, 'annotations.csv'), `${SERIES_0001},-100,-100,-126.5,4\n`);
+  const dataset = openLuna16(dir, { splits: { [SERIES_0001]: 'test' } });
+  const small = dataset.samples('test').filter((s) => s.id.endsWith('/nodule1'));
+  t.deepEqual(small.map((s) => s.id.split('/')[1]), ['k2']);
+});
+
 sharedTest('luna16 RGB windows render colour', (t) => {
   const dataset = openLuna16(LUNA_DIR, { rgbWindows: [LUNG_WINDOW, MEDIASTINAL_WINDOW, BONE_WINDOW] });
   const positive = allSamples(dataset).find((s) => s.labels[0] === 1)!;
