@@ -14,7 +14,7 @@ import { parsePlan } from '../lib/freeze/plan.ts';
 import { AdamW } from '../lib/train/adamw.ts';
 import { GradientBuffer } from '../lib/train/gradientBuffer.ts';
 import { parseTrainConfig } from '../lib/train/config.ts';
-import { peakRssBytes, trainFlopsPerImage } from '../lib/train/cost.ts';
+import { peakRssBytes, trainFlopsPerImage, wasmHeapBytes } from '../lib/train/cost.ts';
 import { TaskHead } from '../lib/train/head.ts';
 import { runPrefix, splitPoint } from '../lib/train/imagePath.ts';
 import { accumulateGradients, trainableParams } from '../lib/train/trainer.ts';
@@ -58,7 +58,7 @@ for (let step = 0; step < steps; step++) {
     const kept = Array.from({ length: microBatchSize }, (_, i) => ({ id: String(i), patient: String(i), split: 'train' as const, labels: [] }));
     loss += accumulateGradients(model, head, split, params, { x, labels, kept }, batchSize, undefined, grads) * (microBatchSize / batchSize);
     peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
-    console.log(`  micro-batch ${m + 1}: tensors ${gib(tf.memory().numBytes)} GiB, ${((performance.now() - started) / 1000).toFixed(0)} s`);
+    console.log(`  micro-batch ${m + 1}: tensors ${gib(tf.memory().numBytes)} GiB, wasm heap ${gib(wasmHeapBytes() ?? 0)} GiB, ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }
   grads.clipByGlobalNorm(trainConfig.clipGradNorm);
   optimizer.applyGradients(grads.entries(), 1e-5);
@@ -68,7 +68,7 @@ for (let step = 0; step < steps; step++) {
   const gflops = (trainFlopsPerImage(config, plan, findings) * batchSize) / seconds / 1e9;
   console.log(
     `step ${step + 1}: loss ${loss.toFixed(4)}, ${seconds.toFixed(1)} s (${(batchSize / seconds).toFixed(2)} img/s, ~${gflops.toFixed(1)} GFLOP/s), ` +
-      `peak tensors ${gib(peakTensorBytes)} GiB, peak RSS ${gib(peakRssBytes())} GiB`,
+      `peak tensors ${gib(peakTensorBytes)} GiB, wasm heap ${gib(wasmHeapBytes() ?? 0)} GiB of 4, peak RSS ${gib(peakRssBytes())} GiB`,
   );
 }
-console.log(JSON.stringify({ backend: backend.name, batchSize, microBatchSize, steps, peakTensorBytes, peakRssBytes: peakRssBytes() }));
+console.log(JSON.stringify({ backend: backend.name, batchSize, microBatchSize, steps, peakTensorBytes, wasmHeapBytes: wasmHeapBytes(), peakRssBytes: peakRssBytes() }));

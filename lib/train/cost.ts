@@ -33,6 +33,8 @@ export interface CostJson {
   /** Peak resident set size of the process (getrusage maxrss). */
   peakRssBytes: number;
   backend: string;
+  /** Size of the wasm backend's heap at the end (it only grows, so this is its peak); null on other backends. */
+  wasmHeapBytes: number | null;
   /** Prefix outputs read from / computed for the activation cache (absent when it is off). */
   activationCacheHits?: number;
   activationCacheMisses?: number;
@@ -81,6 +83,13 @@ export function trainFlopsPerImage(config: ClipGeometry, plan: FreezePlan, findi
 export function peakRssBytes(): number {
   // process.resourceUsage().maxRSS is in kilobytes (getrusage ru_maxrss on Linux).
   return Math.max(process.resourceUsage().maxRSS * 1024, process.memoryUsage().rss);
+}
+
+/** Returns the size of the wasm backend's heap in bytes, or null on another backend. */
+export function wasmHeapBytes(): number | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+  return backend.wasm?.HEAPU8?.byteLength ?? null;
 }
 
 /** Tracks wall time per phase, images seen and the peak tensor bytes of a run. */
@@ -139,6 +148,7 @@ export class CostMeter {
       peakTensorBytes: this.peakTensorBytes,
       peakRssBytes: peakRssBytes(),
       backend: args.backend,
+      wasmHeapBytes: wasmHeapBytes(),
     };
   }
 }

@@ -84,7 +84,7 @@ sharedTest('trainer lowers loss on fixed batch', async (t) => {
   fs.rmSync(runs, { recursive: true });
 });
 
-sharedTest('trainer record has cost figures', async (t) => {
+sharedTest('trainer records cost and skips rerun', async (t) => {
   const runs = tempRuns();
   const result = await trainRun(baseConfig(runs, { trainUnits: 'head', epochs: 1, method: 'linear-probe' }));
   for (const file of ['config.json', 'environment.json', 'history.json', 'cost.json', 'metrics.json', 'predictions.csv', 'complete.json']) {
@@ -96,24 +96,20 @@ sharedTest('trainer record has cost figures', async (t) => {
   t.true(result.cost.peakTensorBytes > 0);
   t.true(result.cost.peakRssBytes > 0);
   t.is(result.cost.backend, 'wasm');
+  t.true(result.cost.wasmHeapBytes! > 0 && result.cost.wasmHeapBytes! <= 2 ** 32);
   const config = JSON.parse(fs.readFileSync(path.join(result.runDir, 'config.json'), 'utf8'));
   t.is(config.kind, 'train');
   t.is(config.method, 'linear-probe');
   t.regex(config.checkpointSha256, /^[0-9a-f]{64}$/);
   t.true(path.basename(result.runDir).startsWith('train-linear-probe-'));
-  fs.rmSync(runs, { recursive: true });
-});
 
-sharedTest('trainer skips complete run', async (t) => {
-  const runs = tempRuns();
-  const config = baseConfig(runs, { trainUnits: 'head', epochs: 1 });
-  const first = await trainRun(config);
-  const metricsFile = path.join(first.runDir, 'metrics.json');
+  // The same config maps to the same complete record, which is returned without training.
+  const metricsFile = path.join(result.runDir, 'metrics.json');
   const mtime = fs.statSync(metricsFile).mtimeMs;
-  const second = await trainRun(config);
-  t.is(second.runDir, first.runDir);
+  const again = await trainRun(baseConfig(runs, { trainUnits: 'head', epochs: 1, method: 'linear-probe' }));
+  t.is(again.runDir, result.runDir);
   t.is(fs.statSync(metricsFile).mtimeMs, mtime);
-  t.deepEqual(second.metrics, first.metrics);
+  t.deepEqual(again.metrics, result.metrics);
   fs.rmSync(runs, { recursive: true });
 });
 
