@@ -1,5 +1,5 @@
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,5 +63,45 @@ sharedTest('train plan from selection', (t) => {
   const config = JSON.parse(fs.readFileSync(path.join(result.runDir, 'config.json'), 'utf8'));
   t.deepEqual(config.plan, { train: ['vision.block.1', 'head'], truncate: 1 });
   t.is(result.cost.trainableParams, 198_272 + 32 * 14 + 14);
+  fs.rmSync(dir, { recursive: true });
+});
+
+sharedTest('train resumes killed process', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const runs = path.join(dir, 'runs');
+  const args = [
+    path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), 'train',
+    '--checkpoint', sharedPath('fixtures', 'clip-mini', 'hf-format'),
+    '--data', sharedPath('data', 'chestxray14-sample'),
+    '--train-units', 'vision.block.2,head', '--epochs', '3', '--patience', '0',
+    '--batch-size', '8', '--micro-batch-size', '4', '--bootstrap', '0',
+    '--limit', 'train=16,val=8,test=8', '--runs', runs,
+  ];
+
+  // Kill the process with SIGKILL as soon as epoch 1 is saved, two epochs before the end.
+  const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' }, stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  let runDir: string | null = null;
+  while (child.exitCode === null && child.signalCode === null) {
+    const name = fs.existsSync(runs) ? fs.readdirSync(runs).find((d) => d.startsWith('train-')) : undefined;
+    if (name && fs.existsSync(path.join(runs, name, 'state', 'state.json'))) {
+      runDir = path.join(runs, name);
+      child.kill('SIGKILL');
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await exited;
+  t.truthy(runDir, 'the run saved no epoch before it exited');
+  t.false(fs.existsSync(path.join(runDir!, 'complete.json')));
+
+  const { code, stdout, stderr } = clipfreeze(['train', '--resume', runDir!]);
+  t.is(code, 0, stderr);
+  t.is(JSON.parse(stdout.trim().split('\n').at(-1)!).runDir, runDir);
+  t.true(fs.existsSync(path.join(runDir!, 'complete.json')));
+  const history = JSON.parse(fs.readFileSync(path.join(runDir!, 'history.json'), 'utf8')) as { epochs: Array<{ epoch: number }> };
+  t.deepEqual(history.epochs.map((e) => e.epoch), [1, 2, 3]);
+  const log = fs.readFileSync(path.join(runDir!, 'run.log'), 'utf8');
+  t.regex(log, /resume after epoch 1, step 2/);
   fs.rmSync(dir, { recursive: true });
 });
