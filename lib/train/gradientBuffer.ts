@@ -48,7 +48,7 @@ export class GradientBuffer {
     return norm;
   }
 
-  /** The accumulated gradients by parameter name; AdamW reads them without copying. */
+  /** Returns the accumulated gradients by parameter name, without copying (AdamW reads them in place). */
   entries(): Map<string, Float32Array> {
     return this.sums;
   }
