@@ -5,7 +5,7 @@
 import type { LoadedRun } from './load.ts';
 import { paretoFront, type MethodSummary } from './summary.ts';
 import type { PlanTable } from './plans.ts';
-import { sortUnits } from './plans.ts';
+import { isImagePathUnit, sortUnits } from './plans.ts';
 
 export interface FigureSpec {
   /** DOM id in the report, also the figure's anchor. */
@@ -22,6 +22,14 @@ const FONT = { family: 'system-ui, sans-serif', size: 12 };
 /** Escapes text for Plotly labels, which would otherwise render tags such as <a> or <b>. */
 export function plotlyText(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/**
+ * Returns the height in pixels of a heatmap with `rows` rows, bottom tick labels and a title.
+ * Plotly 3 fails with "Something went wrong with axis scaling" when the plot area is too small.
+ */
+function rowsHeight(rows: number): number {
+  return Math.max(260, 160 + 30 * rows);
 }
 
 function baseLayout(extra: Record<string, unknown>): Record<string, unknown> {
@@ -54,7 +62,7 @@ export function perFindingHeatmap(summaries: MethodSummary[], findings: string[]
       },
     ],
     layout: baseLayout({
-      height: 120 + 28 * summaries.length,
+      height: rowsHeight(summaries.length),
       margin: { l: 140, r: 20, t: 30, b: 110 },
       xaxis: { tickangle: -40 },
       yaxis: { autorange: 'reversed' },
@@ -174,7 +182,7 @@ export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]):
     .sort((a, b) => methodOrder.indexOf(a.method) - methodOrder.indexOf(b.method) || (a.seed ?? 0) - (b.seed ?? 0));
   if (selections.length === 0) return null;
 
-  const units = sortUnits(selections.flatMap((r) => Object.keys(r.selection!.scores)));
+  const units = sortUnits(selections.flatMap((r) => Object.keys(r.selection!.scores))).filter(isImagePathUnit);
   const raw = selections.map((r) => units.map((u) => r.selection!.scores[u] ?? null));
   const z = raw.map((row) => {
     const finite = row.filter((v): v is number => v !== null && Number.isFinite(v));
@@ -189,7 +197,7 @@ export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]):
   return {
     id: 'fig-scores',
     title: 'Strategy scores per layer unit',
-    caption: 'Each selection run\'s score per layer unit (higher = more worth training), rescaled to [0, 1] per row. Units run in forward order: vision embed, blocks, head, then the text tower and the task head.',
+    caption: 'Each selection run\'s score per layer unit (higher = more worth training), rescaled to [0, 1] per row. Units run in forward order through the image tower to the task head.',
     data: [
       {
         type: 'heatmap',
@@ -205,7 +213,7 @@ export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]):
       },
     ],
     layout: baseLayout({
-      height: 140 + 28 * selections.length,
+      height: rowsHeight(selections.length),
       margin: { l: 180, r: 20, t: 30, b: 110 },
       xaxis: { tickangle: -60 },
       yaxis: { autorange: 'reversed' },
@@ -248,7 +256,7 @@ export function plansFigure(table: PlanTable): FigureSpec | null {
       },
     ],
     layout: baseLayout({
-      height: 140 + 28 * table.rows.length,
+      height: rowsHeight(table.rows.length),
       margin: { l: 180, r: 20, t: 30, b: 110 },
       xaxis: { tickangle: -60 },
       yaxis: { autorange: 'reversed' },

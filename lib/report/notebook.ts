@@ -29,7 +29,8 @@ export function figureHtml(spec: FigureSpec | null, height?: number): string {
   if (!spec) return '<p><em>Nothing to draw: no run recorded the data for this figure.</em></p>';
 
   const id = `${spec.id}-${Math.random().toString(36).slice(2, 10)}`;
-  const layout = { ...spec.layout, title: { text: spec.title }, ...(height ? { height } : {}) };
+  const margin = { ...(spec.layout.margin as Record<string, number> | undefined), t: 50 };
+  const layout = { ...spec.layout, margin, title: { text: spec.title }, ...(height ? { height } : {}) };
   return (
     `<div id="${id}"></div>` +
     `<script>(function () { var f = ${jsonForScript({ data: spec.data, layout })};` +

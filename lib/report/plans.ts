@@ -48,6 +48,14 @@ export function sortUnits(names: Iterable<string>): string[] {
   return unique.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
+/**
+ * Returns true for units on the image-classification path (the vision tower and the task head).
+ * Freeze plans can train only these, so the report leaves the text tower and logit_scale out.
+ */
+export function isImagePathUnit(name: string): boolean {
+  return name.startsWith('vision.') || name === 'head';
+}
+
 /** Returns the number of vision blocks that the unit names imply (highest block index plus one). */
 export function visionLayersOf(units: Iterable<string>): number {
   return blocksOf([...units], 'vision');
@@ -68,8 +76,8 @@ export function recordedPlan(run: LoadedRun): { plan: PlanFile; source: 'selecti
 }
 
 /**
- * Builds the plan table from every run with a plan object. Units are those named by any plan or
- * scored by any strategy. A plan given only as a string (such as 'all') has no unit list to
+ * Builds the plan table from every run with a plan object. Units are the image-path units named
+ * by any plan or scored by any strategy. A plan given only as a string (such as 'all') has no unit list to
  * draw, so that run is left out.
  */
 export function planTable(runs: LoadedRun[], methodOrder: string[]): PlanTable {
@@ -80,7 +88,7 @@ export function planTable(runs: LoadedRun[], methodOrder: string[]): PlanTable {
   const named = new Set<string>();
   for (const { found: f } of found) for (const u of f.plan.train) named.add(u);
   for (const run of runs) for (const u of Object.keys(run.selection?.scores ?? {})) named.add(u);
-  const units = sortUnits(named);
+  const units = sortUnits(named).filter(isImagePathUnit);
   const layers = visionLayersOf(units);
 
   // A selection run and the training run that uses its plan both carry the plan: keep one per method and seed.

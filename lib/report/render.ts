@@ -47,7 +47,8 @@ export function si(value: number | null): string {
   const units = ['', 'k', 'M', 'G', 'T', 'P', 'E'];
   let v = Math.abs(value);
   let i = 0;
-  while (v >= 1000 && i < units.length - 1) {
+  // 999_999 must print as 1.0M, not 1000k, so the unit is chosen after rounding to 3 digits.
+  while (Number(v.toPrecision(3)) >= 1000 && i < units.length - 1) {
     v /= 1000;
     i++;
   }
@@ -82,6 +83,13 @@ function distinct(runs: LoadedRun[], pick: (r: LoadedRun) => unknown): string {
   return values.length ? values.join('; ') : 'not recorded';
 }
 
+/** Returns the backend name of a run: environment.json stores an object with `name`, cost.json a string. */
+function backendName(run: LoadedRun): unknown {
+  const backend = run.environment?.backend;
+  if (backend && typeof backend === 'object' && 'name' in backend) return (backend as { name: unknown }).name;
+  return backend ?? run.cost?.backend;
+}
+
 function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Array<{ key: string; value: string }> {
   const env = (r: LoadedRun) => r.environment ?? {};
   const packages = (r: LoadedRun) => {
@@ -97,7 +105,7 @@ function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Ar
     { key: 'Data', value: distinct(runs, (r) => r.config.data) },
     { key: 'Test images', value: distinct(runs, (r) => r.metrics?.n) },
     { key: 'Seeds', value: [...new Set(runs.map((r) => r.seed).filter((s) => s !== null))].sort((a, b) => a! - b!).join(', ') || 'not recorded' },
-    { key: 'Backend', value: distinct(runs, (r) => env(r).backend ?? r.cost?.backend) },
+    { key: 'Backend', value: distinct(runs, backendName) },
     { key: 'Node.js', value: distinct(runs, (r) => env(r).node) },
     { key: 'Packages', value: distinct(runs, packages) },
     { key: 'Git commit', value: distinct(runs, (r) => env(r).gitCommit) },

@@ -7,7 +7,7 @@ import { loadRuns } from '../../lib/report/load.ts';
 import { paretoFront, spread, summarizeMethods } from '../../lib/report/summary.ts';
 import { planTable, sortUnits } from '../../lib/report/plans.ts';
 import { checkPretrained } from '../../lib/report/pretrained.ts';
-import { buildReportModel, jsonForScript, renderReportHtml, writeReport } from '../../lib/report/render.ts';
+import { buildReportModel, jsonForScript, renderReportHtml, si, writeReport } from '../../lib/report/render.ts';
 import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
 
 const METHODS = ['zero-shot', 'full', 'truncate-2', 'gradient-rgn', 'similarity-cka'];
@@ -127,6 +127,14 @@ test('checkPretrained honours pretrained flag', (t) => {
   const real = loadRuns(writeSyntheticRuns({ checkpoint: '/models/ViT-B-32' }));
   t.true(checkPretrained(null, real).pretrained);
   t.false(checkPretrained({ pretrained: false }, real).pretrained);
+});
+
+test('si formats counts with prefixes', (t) => {
+  t.is(si(999_999), '1.0M');
+  t.is(si(77_800_000_000), '77.8G');
+  t.is(si(512), '512');
+  t.is(si(0), '0');
+  t.is(si(null), 'n/a');
 });
 
 test('jsonForScript escapes closing tags', (t) => {

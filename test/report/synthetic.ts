@@ -15,6 +15,9 @@ export interface SyntheticOptions {
   /** Extra methods with hostile names, to test escaping. */
   extraMethods?: string[];
   pretrained?: boolean;
+  /** Methods to write (default: all five) and seeds (default: 0 and 1). */
+  methods?: string[];
+  seeds?: number[];
 }
 
 function units(): string[] {
@@ -28,10 +31,10 @@ function units(): string[] {
 export function writeSyntheticRuns(options: SyntheticOptions = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-report-'));
   const checkpoint = options.checkpoint ?? '/data/fixtures/clip-mini/hf-format';
-  const methods = ['zero-shot', 'full', 'truncate-2', 'similarity-cka', 'gradient-rgn', ...(options.extraMethods ?? [])];
+  const methods = [...(options.methods ?? ['zero-shot', 'full', 'truncate-2', 'similarity-cka', 'gradient-rgn']), ...(options.extraMethods ?? [])];
 
   methods.forEach((method, m) => {
-    for (const seed of SEEDS) {
+    for (const seed of options.seeds ?? SEEDS) {
       const kind = method === 'zero-shot' ? 'zero-shot' : 'train';
       const base = {
         kind,
