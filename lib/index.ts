@@ -76,7 +76,6 @@ export * from './study/runTransfer.ts';
 export * from './study/runTrial.ts';
 export * from './study/study.ts';
 export * from './study/trial.ts';
-export * from './study/trialProcess.ts';
 export * from './study/trialQueue.ts';
 export * from './study/worker.ts';
 export * from './train/activationCache.ts';
@@ -100,3 +99,6 @@ export * from './util/rng.ts';
 
 export type { TrialSpec } from './study/trial.ts';
 export type { TrialSpec as SearchTrialSpec } from './strategies/search.ts';
+
+// A child-process entry point: importing it installs process handlers, so only its types are API.
+export type { TrialProcessRequest, TrialProcessMessage } from './study/trialProcess.ts';
