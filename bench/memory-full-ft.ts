@@ -2,7 +2,7 @@
 // wasm backend's 4 GiB heap, using the trainer's own gradient accumulation and AdamW.
 // Weights, pixels and labels are random: only memory and speed are measured.
 //
-//   npx tsx bench/memory-full-ft.ts [--steps 1] [--batch-size 32] [--micro-batch-size 8]
+//   npx tsx bench/memory-full-ft.ts [--steps 1] [--batch-size 32] [--micro-batch-size 4]
 //
 // Prints peak tensor bytes (tf.memory) and peak process RSS after each optimiser update.
 // One update takes minutes on a 2-core CPU.
@@ -27,7 +27,7 @@ function argument(name: string, fallback: number): number {
 
 const steps = argument('--steps', 1);
 const batchSize = argument('--batch-size', 32);
-const microBatchSize = argument('--micro-batch-size', 8);
+const microBatchSize = argument('--micro-batch-size', 4);
 const findings = 14;
 const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(2);
 

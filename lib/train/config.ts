@@ -89,7 +89,9 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'checkpoint' | 'data'> = {
   epochs: 5,
   maxSteps: null,
   batchSize: 32,
-  microBatchSize: 8,
+  // Full fine-tuning of ViT-B/32 on wasm peaked at 3.1 GiB of the 4 GiB heap with micro-batches
+  // of 4 and reached the cap with 8 (bench/memory-full-ft.ts, TF.js 4.22).
+  microBatchSize: 4,
   lr: 1e-5,
   weightDecay: 0.1,
   beta1: 0.9,
