@@ -33,7 +33,7 @@ export interface StudyConfig {
   bootstrap: number;
   runs: string;
   report: string;
-  /** False for a randomly initialised checkpoint: the report then warns that its numbers say nothing about CLIP. */
+  /** False for a randomly initialised checkpoint: the report then warns that its numbers do not measure CLIP. */
   pretrained: boolean;
 }
 
