@@ -1,17 +1,18 @@
 // Transformer building blocks shared by the vision and text towers.
 //
-// Speed on the TF.js wasm backend shapes this file. Only a plain 2-D matMul without
-// transpose flags runs on the fast XNNPACK path (about 20-40 GFLOP/s); batched or transposed
-// matMuls run 1-3 GFLOP/s. So every linear layer is a 2-D [rows, in] x [in, out] product
-// with the weight stored as [in, out], and its gradient (matMulFast) transposes explicitly
-// before plain matMuls instead of letting TF.js pass transpose flags.
+// Speed on the TF.js 4.22 wasm backend shapes this file. Only a plain 2-D matMul without
+// transpose flags is fast (22 GFLOP/s of CPU time in bench/linear.ts), while batched or
+// transposed matMuls run at 1-3 GFLOP/s. So every linear layer is a 2-D [rows, in] x
+// [in, out] product with the weight stored as [in, out], and its gradient (matMulFast)
+// transposes explicitly before plain matMuls instead of passing transpose flags.
 import * as tf from '@tensorflow/tfjs';
 
 /**
  * Computes x [N, in] @ w [in, out] with a gradient made of plain 2-D matMuls:
  * dX = dY @ transpose(W) and dW = transpose(X) @ dY. TF.js's built-in gradient calls matMul
- * with transposeA/transposeB, which leaves the fast path; the explicit tf.transpose copies
- * cost far less (training measured 6x faster on wasm with this gradient).
+ * with transposeA/transposeB, which leaves the fast path, and the explicit tf.transpose
+ * copies cost far less. bench/linear.ts (ViT-B/32 MLP layer, batch 16, wasm, 2-core shared
+ * VM) measured forward and backward at 522 ms CPU with this gradient and 8081 ms without.
  */
 export const matMulFast = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
   const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
@@ -139,23 +140,30 @@ export function residualBlock(x: tf.Tensor3D, p: BlockParams, options: BlockOpti
 /**
  * Multi-head self-attention on x [B*T, W] (rows grouped by sequence); returns [B*T, W].
  *
- * The q/k/v and output projections are 2-D matMuls on the fast path. The per-head score and
- * value products QK^T and PV are batched over B*heads; they are a small share of the work
- * because T is small (50 image tokens for ViT-B/32, 77 text tokens): 4 T^2 W of
- * 24 T W^2 + 4 T^2 W FLOPs per block, about 1% for ViT-B/32.
+ * The q/k/v and output projections are 2-D matMuls on the fast path. The per-head products
+ * QK^T and PV are batched over B*heads and stay on the slow path, which is acceptable because
+ * T is small (50 image tokens for ViT-B/32, 77 text tokens): they are 4 T^2 W of the
+ * 24 T W^2 + 4 T^2 W FLOPs of a block, about 1% for ViT-B/32.
+ *
+ * Formulation: split q, k, v by columns and reshape each with a rank-4 transpose, k directly
+ * to [B, H, d, T] so that QK^T needs no transpose flag. bench/attention.ts timed the core
+ * (forward and backward, ViT-B/32 sizes, batch 16, wasm, 2-core shared VM, CPU time):
+ * this 231 ms; a rank-5 transpose with unstack 472 ms (445 ms with k pre-transposed); the
+ * same with a custom explicit-transpose gradient for the batched matMuls 265 ms; one 2-D
+ * matMul per image and head 648 ms.
  */
 export function multiHeadAttention(x: tf.Tensor2D, B: number, T: number, heads: number, p: BlockParams, mask?: tf.Tensor2D): tf.Tensor2D {
   const W = x.shape[1];
   const headDim = W / heads;
-  const qkv = linear(x, p.inProjWeight, p.inProjBias); // [B*T, 3W]
-
-  // [B*T, 3W] -> [B, T, 3, H, d] -> [3, B, H, T, d]: q, k and v with heads as a batch axis.
-  const split = tf.transpose(tf.reshape(qkv, [B, T, 3, heads, headDim]), [2, 0, 3, 1, 4]);
-  const [q, k, v] = tf.unstack(split) as tf.Tensor4D[];
+  const qkv = linear(x, p.inProjWeight, p.inProjBias); // [B*T, 3W], columns q | k | v
+  const [qRows, kRows, vRows] = tf.split(qkv, 3, 1);
+  const toHeads = (rows: tf.Tensor, perm: number[]) => tf.transpose(tf.reshape(rows, [B, T, heads, headDim]), perm) as tf.Tensor4D;
+  const q = toHeads(qRows, [0, 2, 1, 3]); // [B, H, T, d]
+  const kTransposed = toHeads(kRows, [0, 2, 3, 1]); // [B, H, d, T]
+  const v = toHeads(vRows, [0, 2, 1, 3]); // [B, H, T, d]
 
   // Scale q before the product, like torch.nn.MultiheadAttention.
-  const qScaled = tf.mul(q, 1 / Math.sqrt(headDim));
-  let scores = tf.matMul(qScaled, k, false, true); // [B, H, T, T]
+  let scores = tf.matMul(tf.mul(q, 1 / Math.sqrt(headDim)), kTransposed); // [B, H, T, T]
   if (mask) scores = tf.add(scores, mask);
   const probs = tf.softmax(scores);
   const context = tf.matMul(probs, v); // [B, H, T, d]
