@@ -28,7 +28,7 @@ export interface CostJson {
   imagesSeen: number;
   trainableParams: number;
   totalParams: number;
-  /** Peak bytes held by TF.js tensors, sampled after every micro-batch. */
+  /** Peak bytes held by TF.js tensors, sampled after each micro-batch's forward pass and update. */
   peakTensorBytes: number;
   /** Peak resident set size of the process (getrusage maxrss). */
   peakRssBytes: number;

@@ -277,7 +277,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
         for (let start = 0; start < batch.length; start += config.microBatchSize) {
           const micro = await inputs.load(batch.slice(start, start + config.microBatchSize));
           if (micro.kept.length === 0) continue;
-          const microLoss = accumulateGradients(model, head, split, params, micro, batch.length, posWeight, grads);
+          const microLoss = accumulateGradients(model, head, split, params, micro, batch.length, posWeight, grads, () => meter.sampleMemory());
           meter.sampleMemory();
           if (!Number.isFinite(microLoss)) {
             throw divergedError(record, meta, `loss is ${microLoss}`, epoch);
@@ -500,13 +500,17 @@ export function accumulateGradients(
   batchSize: number,
   posWeight: number[] | undefined,
   grads: GradientBuffer,
+  afterForward?: () => void,
 ): number {
   const share = micro.kept.length / batchSize;
   const variables = params.map((p) => p.variable);
   const names = new Map(params.map((p) => [p.variable.name, p.name]));
   const { value, grads: microGrads } = tf.variableGrads(() => {
     const logits = runSuffix(model, head, split, micro.x);
-    return bceWithLogits(logits, micro.labels, posWeight).mul(share) as tf.Scalar;
+    const loss = bceWithLogits(logits, micro.labels, posWeight).mul(share) as tf.Scalar;
+    // The tape holds every forward activation here, close to the step's peak of tensor memory.
+    afterForward?.();
+    return loss;
   }, variables);
 
   const loss = value.dataSync()[0] / share;
