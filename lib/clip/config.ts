@@ -105,8 +105,9 @@ export function parseConfig(json: unknown, source = 'config'): ClipConfig {
 
 /** Parses a Hugging Face CLIPModel config.json. */
 export function parseHfConfig(obj: Json, source = 'config.json'): ClipConfig {
-  const vision = section(obj, 'vision_config', source);
-  const text = section(obj, 'text_config', source);
+  // Configs written by transformers before 4.20 may keep the values in *_config_dict.
+  const vision = { ...section(obj, 'vision_config_dict', source), ...section(obj, 'vision_config', source) };
+  const text = { ...section(obj, 'text_config_dict', source), ...section(obj, 'text_config', source) };
   const hiddenAct = (vision.hidden_act ?? text.hidden_act ?? 'quick_gelu') as string;
   const embedDim = num(obj, 'projection_dim', source, num(vision, 'projection_dim', source, 512));
 

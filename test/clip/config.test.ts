@@ -109,3 +109,9 @@ test('config rejects unknown keys', (t) => {
 test('config rejects non-numeric sizes', (t) => {
   t.throws(() => parseConfig({ vision_config: { hidden_size: '768' }, text_config: {} }), { message: /'hidden_size' = "768", expected a number/ });
 });
+
+test('Hugging Face config_dict keys are read', (t) => {
+  const config = parseConfig({ text_config: null, text_config_dict: { hidden_size: 768, num_attention_heads: 12 }, vision_config: {} });
+  t.is(config.text.width, 768);
+  t.is(config.text.heads, 12);
+});
