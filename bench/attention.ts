@@ -13,14 +13,14 @@ const scale = 1 / Math.sqrt(d);
 
 type Core = (qkv: tf.Tensor2D) => tf.Tensor2D;
 
-/** Rank-5 transpose to [3, B, H, T, d], batched matMul with transposeB. */
+/** Splits heads with a rank-5 transpose to [3, B, H, T, d] and uses transposeB for QK^T. */
 const flags: Core = (qkv) => {
   const [q, k, v] = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, H, d]), [2, 0, 3, 1, 4])) as tf.Tensor4D[];
   const probs = tf.softmax(tf.matMul(tf.mul(q, scale), k, false, true));
   return tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, W]) as tf.Tensor2D;
 };
 
-/** Same, but k is transposed explicitly so both batched matMuls run without flags. */
+/** Like `flags`, but transposes k explicitly so both batched matMuls run without flags. */
 const explicitTranspose: Core = (qkv) => {
   const [q, k, v] = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, H, d]), [2, 0, 3, 1, 4])) as tf.Tensor4D[];
   const kT = tf.transpose(k, [0, 1, 3, 2]);
@@ -28,7 +28,7 @@ const explicitTranspose: Core = (qkv) => {
   return tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B * T, W]) as tf.Tensor2D;
 };
 
-/** k produced directly as [B, H, d, T] by the first transpose; no unstack of k needed. */
+/** Splits q, k, v by columns and transposes k directly to [B, H, d, T] (rank-4 transposes only). */
 const kFirst: Core = (qkv) => {
   const [qPart, kPart, vPart] = tf.split(qkv, 3, 1);
   const heads = (x: tf.Tensor, perm: number[]) => tf.transpose(tf.reshape(x, [B, T, H, d]), perm);
@@ -52,7 +52,7 @@ const batchedMatMul = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>
   };
 }) as (a: tf.Tensor4D, b: tf.Tensor4D) => tf.Tensor4D;
 
-/** kFirst with batchedMatMul for both products. */
+/** Runs kFirst with batchedMatMul for both products. */
 const kFirstCustomGrad: Core = (qkv) => {
   const [qPart, kPart, vPart] = tf.split(qkv, 3, 1);
   const heads = (x: tf.Tensor, perm: number[]) => tf.transpose(tf.reshape(x, [B, T, H, d]), perm) as tf.Tensor4D;
@@ -63,7 +63,7 @@ const kFirstCustomGrad: Core = (qkv) => {
   return tf.reshape(tf.transpose(batchedMatMul(probs, v), [0, 2, 1, 3]), [B * T, W]) as tf.Tensor2D;
 };
 
-/** One 2-D matMul per (image, head) pair, on the fast path but with B*H small ops. */
+/** Computes each (image, head) pair with its own 2-D matMuls: the fast path, but B*H small ops. */
 const perHead: Core = (qkv) => {
   const outputs: tf.Tensor[] = [];
   for (let b = 0; b < B; b++) {

@@ -44,7 +44,7 @@ export interface Checkpoint {
    * prints), or of the sorted {file name: digest} map for a sharded checkpoint.
    */
   sha256: string;
-  /** Directory that holds the weights and, when present, config.json. */
+  /** Directory that contains the weights and, when present, config.json. */
   dir: string;
 }
 
@@ -246,7 +246,7 @@ function describeConfig(config: ClipConfig): string {
 function checkFinite(rule: LayoutRule, data: Float32Array, files: string[]): void {
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
-      throw new Error(`Tensor '${rule.sources.join("', '")}' in ${files.join(', ')} contains ${data[i]} at element ${i}. The checkpoint is corrupt.`);
+      throw new Error(`Tensor '${rule.sources.join("', '")}' in ${files.join(', ')} contains ${data[i]} at element ${i}. The checkpoint is corrupt: download or convert it again.`);
     }
   }
 }

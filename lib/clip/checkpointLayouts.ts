@@ -10,7 +10,7 @@ import { numPatches } from './config.ts';
 
 export type CheckpointFormat = 'openai' | 'hf';
 
-/** How one canonical tensor is built from its source tensors. */
+/** Operation that builds one canonical tensor from its source tensors. */
 export type Transform = 'copy' | 'transpose' | 'concatRows';
 
 export interface LayoutRule {

@@ -57,7 +57,7 @@ function openAiPreset(embedDim: number, patchSize: number, visionWidth: number, 
   };
 }
 
-/** The OpenAI CLIP ViT architectures (Radford et al., 2021, table 20). */
+/** Architectures of the released OpenAI CLIP ViT checkpoints. */
 export const PRESETS: Record<'ViT-B/32' | 'ViT-B/16' | 'ViT-L/14', ClipConfig> = {
   'ViT-B/32': openAiPreset(512, 32, 768, 12, 512),
   'ViT-B/16': openAiPreset(512, 16, 768, 12, 512),
@@ -209,7 +209,7 @@ export function parseOpenClipConfig(obj: Json, source = 'config.json'): ClipConf
 /**
  * Infers the config from canonical (OpenAI-named) tensor shapes, as openai/CLIP's
  * `build_model` does. Shapes cannot encode the number of heads, so both towers get
- * width / 64 heads like every OpenAI model; a checkpoint trained with other head counts
+ * width / 64 heads like every OpenAI model. A checkpoint trained with other head counts
  * needs its config.json. Activation and pixel statistics are OpenAI's.
  */
 export function inferConfig(shapes: Map<string, number[]>): ClipConfig {

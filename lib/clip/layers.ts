@@ -141,8 +141,8 @@ export function residualBlock(x: tf.Tensor3D, p: BlockParams, options: BlockOpti
  * Multi-head self-attention on x [B*T, W] (rows grouped by sequence); returns [B*T, W].
  *
  * The q/k/v and output projections are 2-D matMuls on the fast path. The per-head products
- * QK^T and PV are batched over B*heads and stay on the slow path, which is acceptable because
- * T is small (50 image tokens for ViT-B/32, 77 text tokens): they are 4 T^2 W of the
+ * QK^T and PV are batched over B*heads and stay on the slow path. That costs little because
+ * T is small (50 image tokens for ViT-B/32, 77 text tokens). They are 4 T^2 W of the
  * 24 T W^2 + 4 T^2 W FLOPs of a block, about 1% for ViT-B/32.
  *
  * Formulation: split q, k, v by columns and reshape each with a rank-4 transpose, k directly

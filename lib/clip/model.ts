@@ -1,4 +1,5 @@
-// CLIP ViT in TF.js, numerically equivalent to openai/CLIP clip/model.py.
+// CLIP ViT in TF.js, a port of openai/CLIP clip/model.py. The tests compare its outputs,
+// per-block hidden states and gradients with that reference.
 //
 // Every step of both towers is a public method (embed, one block, head), so layer-selection
 // strategies can read any block's output and truncation can stop early. Parameters live in
@@ -108,29 +109,29 @@ export class ClipModel {
     return [...shape];
   }
 
-  /** Total number of parameters, or of those whose canonical name starts with `prefix`. */
+  /** Counts all parameters, or those whose canonical name starts with `prefix`. */
   parameterCount(prefix = ''): number {
     let total = 0;
     for (const [name, variable] of this.params) if (name.startsWith(prefix)) total += variable.size;
     return total;
   }
 
-  /** Pixels [B, 3, H, W] to tokens [B, 1 + P, width] after ln_pre. */
+  /** Embeds pixels [B, 3, H, W] into tokens [B, 1 + P, width] after ln_pre. */
   visionEmbed(pixels: PixelInput): tf.Tensor3D {
     return tf.tidy(() => visionEmbed(this.param, this.config, this.pixelTensor(pixels)));
   }
 
-  /** Vision residual block `index` on x [B, T, width]. */
+  /** Applies vision residual block `index` to x [B, T, width]. */
   visionBlock(index: number, x: tf.Tensor3D): tf.Tensor3D {
     return visionBlock(this.param, this.config, index, x);
   }
 
-  /** Tokens [B, T, width] to image features [B, embedDim]. */
+  /** Maps tokens [B, T, width] to image features [B, embedDim]. */
   visionHead(x: tf.Tensor3D): tf.Tensor2D {
     return visionHead(this.param, this.config, x);
   }
 
-  /** Image features [B, embedDim] (not normalised); runs all but the last `truncate` blocks. */
+  /** Encodes pixels into image features [B, embedDim] (not normalised), skipping the last `truncate` blocks. */
   encodeImage(pixels: PixelInput, options: EncodeImageOptions = {}): tf.Tensor2D {
     const truncate = options.truncate ?? 0;
     const layers = this.config.vision.layers;
@@ -147,22 +148,22 @@ export class ClipModel {
     });
   }
 
-  /** Token ids [N, contextLength] to token embeddings [N, contextLength, width]. */
+  /** Embeds token ids [N, contextLength] into [N, contextLength, width]. */
   textEmbed(ids: TokenInput): tf.Tensor3D {
     return tf.tidy(() => textEmbed(this.param, this.config, this.idsTensor(ids)));
   }
 
-  /** Causal text residual block `index` on x [N, T, width]. */
+  /** Applies causal text residual block `index` to x [N, T, width]. */
   textBlock(index: number, x: tf.Tensor3D): tf.Tensor3D {
     return textBlock(this.param, this.config, index, x, this.textMask);
   }
 
-  /** Tokens [N, T, width] to text features [N, embedDim], pooled at each row's end-of-text token. */
+  /** Maps tokens [N, T, width] to text features [N, embedDim], pooled at each row's end-of-text token. */
   textHead(x: tf.Tensor3D, ids: TokenInput): tf.Tensor2D {
     return tf.tidy(() => textHead(this.param, this.config, x, this.idsTensor(ids)));
   }
 
-  /** Text features [N, embedDim] (not normalised). */
+  /** Encodes token ids into text features [N, embedDim] (not normalised). */
   encodeText(ids: TokenInput, options: EncodeTextOptions = {}): tf.Tensor2D {
     return tf.tidy(() => {
       const idsTensor = this.idsTensor(ids);
@@ -175,12 +176,12 @@ export class ClipModel {
     });
   }
 
-  /** exp(logit_scale), a scalar. As in the reference, it is not clamped. */
+  /** Returns exp(logit_scale), a scalar. As in the reference, it is not clamped. */
   logitScale(): tf.Scalar {
     return tf.exp(this.param('logit_scale')) as tf.Scalar;
   }
 
-  /** Features of both towers and the scaled cosine-similarity logits between them. */
+  /** Computes the features of both towers and the scaled cosine-similarity logits between them. */
   forward(pixels: PixelInput, ids: TokenInput): ClipOutputs {
     const imageFeatures = this.encodeImage(pixels);
     const textFeatures = this.encodeText(ids);
