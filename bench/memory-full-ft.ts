@@ -56,7 +56,10 @@ for (let step = 0; step < steps; step++) {
     pixels.dispose();
     const labels = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([microBatchSize, findings], 0, 1, 'float32', m), 0.8), 'float32')) as tf.Tensor2D;
     const kept = Array.from({ length: microBatchSize }, (_, i) => ({ id: String(i), patient: String(i), split: 'train' as const, labels: [] }));
-    loss += accumulateGradients(model, head, split, params, { x, labels, kept }, batchSize, undefined, grads) * (microBatchSize / batchSize);
+    const sample = () => {
+      peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
+    };
+    loss += accumulateGradients(model, head, split, params, { x, labels, kept }, batchSize, undefined, grads, sample) * (microBatchSize / batchSize);
     peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
     console.log(`  micro-batch ${m + 1}: tensors ${gib(tf.memory().numBytes)} GiB, wasm heap ${gib(wasmHeapBytes() ?? 0)} GiB, ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }
