@@ -108,6 +108,30 @@ sharedTest('gradient norms match reference', (t) => {
   tf.dispose([weights, value, ...Object.values(grads)]);
 });
 
+sharedTest('frozen blocks keep trainable gradients', (t) => {
+  const weights = tf.tensor2d(reference.loss.loss_weights);
+  const frozen = [...model.params.entries()].filter(([name]) => /^visual\.transformer\.resblocks\.[12]\./.test(name));
+  for (const [, variable] of frozen) variable.trainable = false;
+  try {
+    const trainable = [...model.params.values()].filter((v) => v.trainable);
+    const { value, grads } = tf.variableGrads(() => {
+      const out = model.forward(pixels, reference.token_ids);
+      tf.dispose([out.imageFeatures, out.textFeatures, out.logitsPerText]);
+      return tf.div(tf.sum(tf.mul(out.logitsPerImage, weights)), out.logitsPerImage.size) as tf.Scalar;
+    }, trainable);
+    t.is(Object.keys(grads).length, model.params.size - frozen.length);
+    for (const name of ['visual.transformer.resblocks.0.mlp.c_fc.weight', 'visual.conv1.weight', 'visual.proj']) {
+      const norm = l2Norm(grads[model.params.get(name)!.name]);
+      const expected = reference.grad_l2_norms[name];
+      t.true(Math.abs(norm - expected) <= 1e-3 * expected, `${name}: gradient norm ${norm}, expected ${expected}`);
+    }
+    tf.dispose([value, ...Object.values(grads)]);
+  } finally {
+    for (const [, variable] of frozen) variable.trainable = true;
+    weights.dispose();
+  }
+});
+
 sharedTest('parameter norms match reference', (t) => {
   for (const [name, variable] of model.params) {
     const norm = l2Norm(variable);
