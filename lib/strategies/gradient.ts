@@ -19,7 +19,8 @@ import { AdamW } from '../train/adamw.ts';
 import { trainFlopsPerImage } from '../train/cost.ts';
 import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
-import { loadTargetBatches, preprocessFor, taskLoss, zeroShotHead } from './target.ts';
+import { accumulateGradients, disposeGradients, type WeightedLoss } from './accumulate.ts';
+import { loadTargetBatches, microBatchLosses, preprocessFor, zeroShotHead } from './target.ts';
 import { topK, type SelectionResult, type Strategy } from './types.ts';
 
 const logger = moduleLog('gradient');
@@ -32,23 +33,25 @@ export interface UnitNorms {
 }
 
 /**
- * Computes the loss's gradient with respect to every parameter of `units` found in `variables`
- * and returns per-unit L2 norms (the square root of the sum of squares over the unit's
- * parameters). Units with no parameter in `variables` are left out. `onGradients` receives the
- * gradients by canonical name before they are disposed, e.g. to take an optimiser step.
+ * Computes the gradient of `loss` (one closure, or micro-batch losses weighted by their share
+ * of the batch) with respect to every parameter of `units` found in `variables`. Returns
+ * per-unit L2 norms: the square root of the sum of squares over the unit's parameters. Units
+ * with no parameter in `variables` are left out. `onGradients` receives the gradients by
+ * canonical name before they are disposed, e.g. to take an optimiser step.
  */
 export function unitGradientNorms(
   variables: Map<string, tf.Variable>,
   units: LayerUnit[],
-  loss: () => tf.Scalar,
+  loss: (() => tf.Scalar) | WeightedLoss[],
   onGradients?: (grads: Map<string, tf.Tensor>) => void,
 ): UnitNorms {
   const owned = units
     .map((unit) => ({ unit: unit.name, params: unit.params.map((p) => p.name).filter((name) => variables.has(name)) }))
     .filter((u) => u.params.length > 0);
-  const varList = owned.flatMap((u) => u.params.map((name) => variables.get(name)!));
+  const params = new Map(owned.flatMap((u) => u.params.map((name) => [name, variables.get(name)!] as const)));
+  const parts = Array.isArray(loss) ? loss : [{ loss, weight: 1 }];
 
-  const { value, grads } = tf.variableGrads(loss, varList);
+  const { loss: value, grads } = accumulateGradients(params, parts);
   try {
     const gradNorm: Record<string, number> = {};
     const weightNorm: Record<string, number> = {};
@@ -56,29 +59,18 @@ export function unitGradientNorms(
       let gradSquares = 0;
       let weightSquares = 0;
       for (const name of u.params) {
-        const variable = variables.get(name)!;
-        const grad = grads[variable.name];
+        const grad = grads.get(name);
         // A parameter the loss does not depend on has no gradient entry; its norm is 0.
         if (grad) gradSquares += sumOfSquares(grad);
-        weightSquares += sumOfSquares(variable);
+        weightSquares += sumOfSquares(variables.get(name)!);
       }
       gradNorm[u.unit] = Math.sqrt(gradSquares);
       weightNorm[u.unit] = Math.sqrt(weightSquares);
     }
-    if (onGradients) {
-      const byName = new Map<string, tf.Tensor>();
-      for (const u of owned) {
-        for (const name of u.params) {
-          const grad = grads[variables.get(name)!.name];
-          if (grad) byName.set(name, grad);
-        }
-      }
-      onGradients(byName);
-    }
-    return { loss: value.dataSync()[0], gradNorm, weightNorm };
+    onGradients?.(grads);
+    return { loss: value, gradNorm, weightNorm };
   } finally {
-    value.dispose();
-    for (const g of Object.values(grads)) g.dispose();
+    disposeGradients(grads);
   }
 }
 
@@ -105,6 +97,8 @@ export interface GradientSettings {
   /** Batches of target training images to measure on (default 8). */
   batches?: number;
   batchSize?: number;
+  /** Images per forward/backward pass (default 4); gradients are accumulated over a batch. */
+  microBatchSize?: number;
   /** AutoFreeze: batches per interval (default 2) and the optimiser step between batches. */
   interval?: number;
   learningRate?: number;
@@ -142,12 +136,13 @@ export async function gradientSelect(model: ClipModel, dataset: TargetDataset, s
   const optimiser = snapshot ? createOptimiser(variables, measured) : null;
 
   const learningRate = settings.learningRate ?? 1e-5;
+  const microBatchSize = settings.microBatchSize ?? 4;
   const perBatch: UnitNorms[] = [];
   const progress = createProgress('gradient statistics', batches.length);
   try {
     for (const batch of batches) {
       const step = optimiser ? (grads: Map<string, tf.Tensor>) => optimiser.applyGradients(grads, learningRate) : undefined;
-      const norms = unitGradientNorms(variables, measured, () => taskLoss(model, head, batch), step);
+      const norms = unitGradientNorms(variables, measured, microBatchLosses(model, head, batch, microBatchSize), step);
       if (!Number.isFinite(norms.loss)) {
         const ids = batch.samples.map((sample) => sample.id).join(', ');
         throw new Error(`The task loss is ${norms.loss} on target batch ${perBatch.length} (images ${ids}); check those images and the checkpoint for NaN values, or lower the learning rate.`);
@@ -185,6 +180,7 @@ export async function gradientSelect(model: ClipModel, dataset: TargetDataset, s
       method: settings.method,
       batches: batches.length,
       batchSize,
+      microBatchSize,
       rgn,
       autoFreezeRate: rates,
       gradNormPerBatch: perBatch.map((b) => b.gradNorm),

@@ -24,7 +24,8 @@ import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
 import { features, linearCka, minibatchCka, type Features } from './cka.ts';
 import { frechetDistance, linearMmd2 } from './distance.ts';
-import { loadTargetBatches, preprocessFor, taskLoss, zeroShotHead, type TargetBatch } from './target.ts';
+import { accumulateGradients, disposeGradients } from './accumulate.ts';
+import { loadTargetBatches, microBatchLosses, preprocessFor, zeroShotHead, type TargetBatch } from './target.ts';
 import { topK, type SelectionResult, type Strategy } from './types.ts';
 
 const logger = moduleLog('similarity');
@@ -44,6 +45,8 @@ export interface SimilaritySettings {
   targetImages?: number;
   /** Images per forward pass (default 16). */
   batchSize?: number;
+  /** cka: images per forward/backward pass of the adaptation (default 4); gradients accumulate over 8. */
+  microBatchSize?: number;
   /** cka: fine-tuning steps of the adapted copy (default 8), at this learning rate (default 1e-5). */
   adaptSteps?: number;
   learningRate?: number;
@@ -184,21 +187,15 @@ async function adaptCopy(
   const variables = new Map<string, tf.Variable>([...copy.params, ...head.variables()]);
   const params = units.flatMap((u) => u.params.map((p) => ({ name: p.name, variable: variables.get(p.name)!, lrScale: 1, decay: false })));
   const optimiser = new AdamW(params);
+  const variablesByName = new Map(params.map((p) => [p.name, p.variable] as const));
 
   const progress = createProgress('adapting a copy', batches.length);
   let imagesSeen = 0;
   try {
     for (const batch of batches) {
-      const { value, grads } = tf.variableGrads(
-        () => taskLoss(copy, head, batch),
-        params.map((p) => p.variable),
-      );
-      const byName = new Map<string, tf.Tensor>();
-      for (const p of params) if (grads[p.variable.name]) byName.set(p.name, grads[p.variable.name]);
-      optimiser.applyGradients(byName, lr);
-      const loss = value.dataSync()[0];
-      value.dispose();
-      for (const g of Object.values(grads)) g.dispose();
+      const { loss, grads } = accumulateGradients(variablesByName, microBatchLosses(copy, head, batch, settings.microBatchSize ?? 4));
+      optimiser.applyGradients(grads, lr);
+      disposeGradients(grads);
       imagesSeen += batch.samples.length;
       progress.tick(1, { loss });
     }

@@ -11,6 +11,7 @@ import { buildZeroShotClassifier, linearHeadInit, loadPrompts } from '../eval/ze
 import { TaskHead } from '../train/head.ts';
 import { bceWithLogits } from '../train/loss.ts';
 import { createRng, shuffleInPlace } from '../util/rng.ts';
+import type { WeightedLoss } from './accumulate.ts';
 
 /** A labelled batch: pixels NCHW [n, 3, size, size] and labels row-major [n, findings]. */
 export interface TargetBatch {
@@ -65,6 +66,27 @@ export function taskLoss(model: ClipModel, head: TaskHead, batch: TargetBatch): 
     const logits = head.apply(model.encodeImage(pixels));
     return bceWithLogits(logits, tf.tensor2d(batch.labels, [n, findings]));
   });
+}
+
+/**
+ * Splits a batch into micro-batches of at most `size` images and returns their task losses,
+ * each weighted by its share of the batch, for accumulateGradients.
+ */
+export function microBatchLosses(model: ClipModel, head: TaskHead, batch: TargetBatch, size: number): WeightedLoss[] {
+  const n = batch.samples.length;
+  const imageFloats = batch.pixels.length / n;
+  const findings = batch.labels.length / n;
+  const parts: WeightedLoss[] = [];
+  for (let start = 0; start < n; start += size) {
+    const end = Math.min(start + size, n);
+    const micro: TargetBatch = {
+      pixels: batch.pixels.subarray(start * imageFloats, end * imageFloats),
+      labels: batch.labels.subarray(start * findings, end * findings),
+      samples: batch.samples.slice(start, end),
+    };
+    parts.push({ loss: () => taskLoss(model, head, micro), weight: (end - start) / n });
+  }
+  return parts;
 }
 
 export function preprocessFor(model: ClipModel): PreprocessConfig {

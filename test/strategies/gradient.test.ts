@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../../lib/clip/model.ts';
 import { readSafetensorsHeader, readTensor } from '../../lib/clip/safetensors.ts';
 import { layerUnits } from '../../lib/freeze/units.ts';
+import { accumulateGradients, disposeGradients } from '../../lib/strategies/accumulate.ts';
 import { autoFreezeRates, averageRgn, choosePlan, percentileOf, unitGradientNorms, type UnitNorms } from '../../lib/strategies/gradient.ts';
 import { readJson } from '../../lib/util/atomic.ts';
 import { initBackend } from '../../lib/util/backend.ts';
@@ -17,8 +18,12 @@ interface Reference {
   param_l2_norms: Record<string, number>;
 }
 
-fixture('unit gradient norms match reference', async (t) => {
+// One backend initialisation before any test: concurrent first calls would race to select one.
+test.before(async () => {
   await initBackend();
+});
+
+fixture('unit gradient norms match reference', async (t) => {
   const reference = readJson<Reference>(sharedPath('fixtures', 'clip-mini', 'reference.json'));
   const { model } = await ClipModel.load(sharedPath('fixtures', 'clip-mini', 'hf-format'));
   const header = readSafetensorsHeader(sharedPath('fixtures', 'clip-mini', 'pixel_values.safetensors'));
@@ -98,4 +103,27 @@ test('RGN plan gives lrScale', (t) => {
 test('percentile matches numpy linear', (t) => {
   t.is(percentileOf([4, 1, 3, 2], 50), 2.5);
   t.is(percentileOf([1, 2, 3, 4, 5], 80), 4.2);
+});
+
+test('micro-batch gradients equal full batch', (t) => {
+  const w = tf.variable(tf.tensor2d([0.5, -1, 2, 0.25], [2, 2]));
+  const x = tf.tensor2d([1, 2, 3, 4, 5, 6, -1, 0, 2, 2], [5, 2]);
+  const y = tf.tensor2d([1, 0, 0, 1, 1, 1, 0, 0, 2, 1], [5, 2]);
+  const lossOf = (start: number, end: number) => (): tf.Scalar =>
+    tf.tidy(() => tf.mean(tf.square(tf.sub(tf.matMul(x.slice([start, 0], [end - start, 2]), w), y.slice([start, 0], [end - start, 2])))) as tf.Scalar);
+  const params = new Map([['w', w]]);
+
+  const full = accumulateGradients(params, [{ loss: lossOf(0, 5), weight: 1 }]);
+  const parts = accumulateGradients(params, [
+    { loss: lossOf(0, 2), weight: 2 / 5 },
+    { loss: lossOf(2, 4), weight: 2 / 5 },
+    { loss: lossOf(4, 5), weight: 1 / 5 },
+  ]);
+  t.true(Math.abs(parts.loss - full.loss) < 1e-5, `loss ${parts.loss} vs ${full.loss}`);
+  const expected = full.grads.get('w')!.dataSync();
+  const actual = parts.grads.get('w')!.dataSync();
+  expected.forEach((value, i) => t.true(Math.abs(actual[i] - value) < 1e-5, `gradient ${i}: ${actual[i]} vs ${value}`));
+  disposeGradients(full.grads);
+  disposeGradients(parts.grads);
+  tf.dispose([w, x, y]);
 });

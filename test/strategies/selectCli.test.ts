@@ -58,7 +58,7 @@ test('select config merges file and flags', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-select-config-'));
   const file = path.join(dir, 'select.json');
   fs.writeFileSync(file, JSON.stringify({ strategy: 'search', checkpoint: 'ckpt', data: 'data', seed: 3, budget: { total: 40 } }));
-  const config = buildSelectConfig({ config: file, seed: 5, budget: { eta: 3 }, truncations: [0, 1] });
+  const config = buildSelectConfig({ config: file, seed: 5, budget: { eta: 3 }, truncations: [0, 1] } as Parameters<typeof buildSelectConfig>[0]);
   t.is(config.seed, 5);
   t.is(config.method, 'any');
   t.is(config.budget?.total, 40);
