@@ -11,9 +11,22 @@ export function textEmbed(param: ParamLookup, config: ClipConfig, ids: tf.Tensor
     const [N, T] = ids.shape;
     const { contextLength, width } = config.text;
     if (T !== contextLength) throw new Error(`Invalid token id tensor shape [${ids.shape.join(', ')}]: this model expects [N, ${contextLength}].`);
+    checkVocabulary(ids, config.text.vocabSize);
+
     const tokens = tf.reshape(gatherRows(param('token_embedding.weight') as tf.Tensor2D, tf.reshape(ids, [N * T]) as tf.Tensor1D), [N, T, width]);
     return tf.add(tokens, param('positional_embedding')) as tf.Tensor3D;
   });
+}
+
+/** Throws when an id is outside [0, vocabSize), naming the row and the fix (tf.gather names only the index). */
+function checkVocabulary(ids: tf.Tensor2D, vocabSize: number): void {
+  const values = ids.dataSync();
+  for (let i = 0; i < values.length; i++) {
+    if (!(values[i] >= 0 && values[i] < vocabSize)) {
+      const row = Math.floor(i / ids.shape[1]);
+      throw new Error(`Invalid token id ${values[i]} in row ${row}: the vocabulary has ids 0-${vocabSize - 1}. Tokenize with this checkpoint's tokenizer.`);
+    }
+  }
 }
 
 /**

@@ -153,6 +153,12 @@ sharedTest('truncate rejects too many blocks', (t) => {
   t.throws(() => model.encodeImage(pixels, { truncate: 4 }), { message: /Invalid truncate = 4: expected an integer from 0 to 3/ });
 });
 
+sharedTest('token id outside vocabulary is rejected', (t) => {
+  const ids = reference.token_ids.map((row) => [...row]);
+  ids[1][3] = 49408;
+  t.throws(() => model.encodeText(ids), { message: /Invalid token id 49408 in row 1: the vocabulary has ids 0-49407/ });
+});
+
 sharedTest('encode releases intermediates', (t) => {
   const before = tf.memory().numTensors;
   const features = model.encodeImage(pixels);
