@@ -3,6 +3,9 @@
 // jobId = spec.id, so enqueueing a trial twice runs it once; shows the workers' progress; and
 // writes each finished run folder into its own runs folder as a local run would leave it.
 //
+// A trial already complete is not run again: its finished job in Redis returns the recorded
+// result, and a worker's runner reuses a complete run folder of its own.
+//
 // Completion is read by polling each job's state rather than from queue events, because events
 // sent while the coordinator was disconnected (a Redis restart) are lost, whereas job states
 // persist in Redis. Progress, where a lost event does no harm, comes from queue events.
@@ -11,12 +14,11 @@ import path from 'node:path';
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import { moduleLog } from '../util/log.ts';
 import { stableStringify } from '../util/hash.ts';
-import { readJson } from '../util/atomic.ts';
 import { createErrorReporter } from './errorReporter.ts';
 import { maskRedisUrl, parseRedisUrl, waitForRedis } from './redis.ts';
 import { unpackRunFolder } from './runTransfer.ts';
 import { DEFAULT_QUEUE_NAME, type TrialJobData, type TrialJobProgress, type TrialJobReturn } from './trialQueue.ts';
-import type { TrialExecutor, TrialProgress, TrialResult, TrialSpec, TrialSummary } from './trial.ts';
+import type { TrialExecutor, TrialProgress, TrialResult, TrialSpec } from './trial.ts';
 
 const log = moduleLog('bullmq');
 
@@ -35,8 +37,6 @@ export interface BullmqExecutorOptions {
   connectTimeoutMs?: number;
   /** Interval between two "waiting for workers" log lines while no worker is connected, in milliseconds. */
   idleWarningMs?: number;
-  /** Reads the result of a trial whose run folder is already complete; defaults to readCompletedTrial. */
-  readCompleted?: (runsDir: string, spec: TrialSpec) => TrialResult;
 }
 
 const DEFAULTS = {
@@ -58,6 +58,7 @@ export class BullmqExecutor implements TrialExecutor {
   readonly name = 'bullmq';
   private readonly options: BullmqExecutorOptions & typeof DEFAULTS;
   private readonly shownUrl: string;
+  private connecting: Promise<Queue<TrialJobData, TrialJobReturn>> | null = null;
   private queue: Queue<TrialJobData, TrialJobReturn> | null = null;
   private events: QueueEvents | null = null;
   private readonly reportError: (err: Error) => void;
@@ -75,38 +76,46 @@ export class BullmqExecutor implements TrialExecutor {
     const results = new Map<string, TrialResult>();
     const failures = new Map<string, string>();
     const pending = new Map<string, PendingTrial>();
-    const readCompleted = this.options.readCompleted ?? readCompletedTrial;
-
-    // Step 1: trials whose run folder is already complete here are not enqueued again.
     for (const spec of specs) {
-      if (results.has(spec.id) || pending.has(spec.id)) continue;
-      if (fs.existsSync(path.join(this.options.runsDir, spec.id, 'complete.json'))) {
-        results.set(spec.id, readCompleted(this.options.runsDir, spec));
-      } else {
-        pending.set(spec.id, { spec, state: 'new', attemptsMade: 0 });
-      }
+      if (!pending.has(spec.id)) pending.set(spec.id, { spec, state: 'new', attemptsMade: 0 });
     }
-    const skipped = results.size;
-    if (pending.size === 0) {
-      log.info(`All ${skipped} trial(s) already complete in ${this.options.runsDir}`);
-      return specs.map((s) => results.get(s.id)!);
-    }
+    const total = pending.size;
 
-    // Step 2: enqueue the rest, and follow their progress through queue events.
+    // Enqueue, and follow progress through queue events. Several runAll calls may share this
+    // executor at once (a search runs the trials of one rung side by side).
     const queue = await this.connect();
-    this.events!.on('progress', ({ jobId, data }) => {
+    const onProgressEvent = ({ jobId, data }: { jobId: string; data: unknown }) => {
       const trial = pending.get(jobId);
       const progress = data as Partial<TrialJobProgress>;
       if (!trial || typeof progress?.fraction !== 'number') return;
       onProgress?.({ id: jobId, fraction: progress.fraction, message: `${progress.message ?? ''} [${progress.worker ?? 'worker'}]` });
-    });
-    for (const trial of pending.values()) await this.enqueue(queue, trial.spec);
-    log.info(
-      `Enqueued ${pending.size} trial(s) on queue '${this.options.queueName}' at ${this.shownUrl}` +
-        (skipped ? ` (${skipped} already complete)` : ''),
-    );
+    };
+    this.events!.on('progress', onProgressEvent);
+    try {
+      for (const trial of pending.values()) await this.enqueue(queue, trial.spec);
+      log.info(`Enqueued ${pending.size} trial(s) on queue '${this.options.queueName}' at ${this.shownUrl}`);
+      await this.waitForTrials(queue, pending, results, failures, onProgress);
+    } finally {
+      this.events?.off('progress', onProgressEvent);
+    }
 
-    // Step 3: poll job states until every trial has completed or failed for good.
+    if (failures.size > 0) {
+      const lines = [...failures].map(([id, reason]) => `  ${id}: ${reason}`);
+      throw new Error(
+        `${failures.size} of ${total} trial(s) failed (the ${results.size} finished are recorded in ${this.options.runsDir}):\n${lines.join('\n')}`,
+      );
+    }
+    return specs.map((s) => results.get(s.id)!);
+  }
+
+  /** Polls job states until every pending trial has completed or failed for good. */
+  private async waitForTrials(
+    queue: Queue<TrialJobData, TrialJobReturn>,
+    pending: Map<string, PendingTrial>,
+    results: Map<string, TrialResult>,
+    failures: Map<string, string>,
+    onProgress?: (p: TrialProgress) => void,
+  ): Promise<void> {
     let lastIdleWarning = Date.now();
     while (pending.size > 0) {
       await sleep(this.options.pollIntervalMs);
@@ -131,14 +140,6 @@ export class BullmqExecutor implements TrialExecutor {
         this.reportError(err as Error);
       }
     }
-
-    if (failures.size > 0) {
-      const lines = [...failures].map(([id, reason]) => `  ${id}: ${reason}`);
-      throw new Error(
-        `${failures.size} of ${specs.length} trial(s) failed (the ${results.size} finished are recorded in ${this.options.runsDir}):\n${lines.join('\n')}`,
-      );
-    }
-    return specs.map((s) => results.get(s.id)!);
   }
 
   async close(): Promise<void> {
@@ -146,12 +147,20 @@ export class BullmqExecutor implements TrialExecutor {
     const queue = this.queue;
     this.events = null;
     this.queue = null;
+    this.connecting = null;
     await events?.close();
     await queue?.close();
   }
 
-  private async connect(): Promise<Queue<TrialJobData, TrialJobReturn>> {
-    if (this.queue) return this.queue;
+  private connect(): Promise<Queue<TrialJobData, TrialJobReturn>> {
+    this.connecting ??= this.openConnections().catch((err: Error) => {
+      this.connecting = null;
+      throw err;
+    });
+    return this.connecting;
+  }
+
+  private async openConnections(): Promise<Queue<TrialJobData, TrialJobReturn>> {
     const connection = parseRedisUrl(this.options.redisUrl);
     const queue = new Queue<TrialJobData, TrialJobReturn>(this.options.queueName, { connection });
     queue.on('error', this.reportError);
@@ -190,7 +199,7 @@ export class BullmqExecutor implements TrialExecutor {
       log.info(`Trial ${spec.id} is in the queue with another spec (state ${state}); replacing it`);
       await existing.remove();
     }
-    await queue.add(spec.kind, { spec }, {
+    await queue.add(spec.kind, { spec, ...readPlanSelection(spec) }, {
       jobId: spec.id,
       attempts: this.options.attempts,
       backoff: { type: 'exponential', delay: this.options.backoffMs },
@@ -271,25 +280,15 @@ export class BullmqExecutor implements TrialExecutor {
   }
 }
 
-/**
- * Returns the result of a trial from its complete run folder `runsDir/<spec.id>`: test mean AUROC
- * from metrics.json, validation mean AUROC from the last epoch in history.json, and training
- * seconds and FLOPs from cost.json. A missing file gives null or 0 for its figures.
- */
-export function readCompletedTrial(runsDir: string, spec: TrialSpec): TrialResult {
-  const dir = path.join(runsDir, spec.id);
-  const optional = <T>(file: string): T | null => (fs.existsSync(path.join(dir, file)) ? readJson<T>(path.join(dir, file)) : null);
-
-  const metrics = optional<{ meanAuroc?: number | null }>('metrics.json');
-  const history = optional<{ epochs?: Array<{ valMeanAuroc?: number | null }> }>('history.json');
-  const cost = optional<{ trainSeconds?: number; flops?: number }>('cost.json');
-  const summary: TrialSummary = {
-    valMeanAuroc: history?.epochs?.at(-1)?.valMeanAuroc ?? null,
-    testMeanAuroc: metrics?.meanAuroc ?? null,
-    trainSeconds: cost?.trainSeconds ?? 0,
-    flops: cost?.flops ?? 0,
-  };
-  return { id: spec.id, runId: spec.id, summary };
+/** Returns the selection.json that the trial's `planFrom` names (a select run folder or the file), if any. */
+function readPlanSelection(spec: TrialSpec): Pick<TrialJobData, 'planSelectionJson'> {
+  const planFrom = spec.config.planFrom;
+  if (typeof planFrom !== 'string') return {};
+  const file = fs.existsSync(planFrom) && fs.statSync(planFrom).isDirectory() ? path.join(planFrom, 'selection.json') : planFrom;
+  if (!fs.existsSync(file)) {
+    throw new Error(`Trial ${spec.id} trains the plan of ${planFrom}, but ${file} does not exist. Run the select step first.`);
+  }
+  return { planSelectionJson: fs.readFileSync(file, 'utf8') };
 }
 
 function sleep(ms: number): Promise<void> {

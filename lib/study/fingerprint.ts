@@ -3,34 +3,25 @@
 // differ, so a trial never runs against another checkpoint or another copy of the data.
 import fs from 'node:fs';
 import path from 'node:path';
+import { resolveFiles } from '../clip/checkpoint.ts';
 import { sha256File, sha256Json } from '../util/hash.ts';
-
-const WEIGHT_FILE = /\.(safetensors|bin|pt|pth)$/i;
 
 /** Text files up to this size are fingerprinted by content (label files, split lists); others by size. */
 const CONTENT_HASH_MAX_BYTES = 64 << 20;
 const CONTENT_HASH_FILE = /\.(csv|txt|json|tsv)$/i;
 
 /**
- * Returns the SHA-256 of a checkpoint: of the file itself, or for a folder, of its one weight file
- * (.safetensors, .bin, .pt, .pth). A folder with several weight files gets the SHA-256 of the
- * sorted list of `name sha256` lines. Throws when the path contains no weight file.
+ * Returns the SHA-256 of a checkpoint exactly as loadCheckpoint reports it: the digest of its one
+ * safetensors file, or for a sharded checkpoint the SHA-256 of the `{file name: digest}` map.
+ * Only the files the loader would read count, so a pytorch_model.bin next to model.safetensors
+ * does not change it.
  */
 export function checkpointSha256(checkpoint: string): string {
-  if (!fs.existsSync(checkpoint)) {
-    throw new Error(`Checkpoint not found: ${checkpoint}. Pass the folder or .safetensors file of a CLIP checkpoint.`);
-  }
-  if (fs.statSync(checkpoint).isFile()) return sha256File(checkpoint);
-
-  const weights = fs
-    .readdirSync(checkpoint)
-    .filter((name) => WEIGHT_FILE.test(name))
-    .sort();
-  if (weights.length === 0) {
-    throw new Error(`No weight file (.safetensors, .bin, .pt, .pth) in checkpoint folder ${checkpoint}.`);
-  }
-  if (weights.length === 1) return sha256File(path.join(checkpoint, weights[0]));
-  return sha256Json(weights.map((name) => `${name} ${sha256File(path.join(checkpoint, name))}`));
+  const { files } = resolveFiles(checkpoint);
+  if (files.length === 1) return sha256File(files[0]);
+  const digests: Record<string, string> = {};
+  for (const file of files) digests[path.basename(file)] = sha256File(file);
+  return sha256Json(digests);
 }
 
 /**

@@ -2,7 +2,7 @@
 // seconds at a time, so the trial runs here while the parent process keeps renewing the BullMQ
 // job lock. A crash or out-of-memory error in a trial also leaves the worker running.
 //
-// Protocol (IPC messages): the parent sends one TrialProcessRequest; the child answers with any
+// Protocol (IPC messages): the parent sends one TrialProcessRequest; the child sends back any
 // number of progress messages and then one result or error message, and exits.
 import { pathToFileURL } from 'node:url';
 import type { TrialProgress, TrialResult, TrialSpec } from './trial.ts';
@@ -21,8 +21,11 @@ export type TrialProcessMessage =
 
 type RunTrial = (
   spec: TrialSpec,
-  options: { runsDir: string; onProgress?: (p: TrialProgress) => void },
+  options: { runsDir: string; onProgress?: (p: TrialProgress) => void; signal?: AbortSignal },
 ) => Promise<TrialResult>;
+
+/** Time a runner gets to stop after SIGTERM (for example to save a resumable state), in milliseconds. */
+const STOP_GRACE_MS = 5000;
 
 function send(message: TrialProcessMessage): Promise<void> {
   return new Promise((resolve) => process.send!(message, () => resolve()));
@@ -31,6 +34,14 @@ function send(message: TrialProcessMessage): Promise<void> {
 // When the parent dies (a worker killed with SIGKILL), its job lock expires and another worker
 // takes the trial over, so this process must stop writing into the run folder.
 process.on('disconnect', () => process.exit(1));
+
+// SIGTERM (the worker releases the trial) aborts the runner's signal, so a training run can stop
+// cleanly. A runner that ignores the signal is ended after STOP_GRACE_MS.
+const stop = new AbortController();
+process.on('SIGTERM', () => {
+  stop.abort('trial released by the worker');
+  setTimeout(() => process.exit(143), STOP_GRACE_MS).unref();
+});
 
 process.once('message', async (request: TrialProcessRequest) => {
   try {
@@ -41,6 +52,7 @@ process.once('message', async (request: TrialProcessRequest) => {
     }
     const result = await runner.runTrial(request.spec, {
       runsDir: request.runsDir,
+      signal: stop.signal,
       onProgress: (p) => {
         void send({ type: 'progress', fraction: p.fraction, message: p.message });
       },

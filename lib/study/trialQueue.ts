@@ -8,6 +8,11 @@ export const DEFAULT_QUEUE_NAME = 'clipfreeze-trials';
 /** Job data: the trial to run. The job id is spec.id, so adding the same trial twice adds one job. */
 export interface TrialJobData {
   spec: TrialSpec;
+  /**
+   * Content of the selection.json that the config's `planFrom` names. A worker on another
+   * machine has no copy of the coordinator's select run, so the plan travels with the job.
+   */
+  planSelectionJson?: string;
 }
 
 /** Job return value: the trial's result and its packed run folder. */

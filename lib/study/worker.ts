@@ -3,10 +3,13 @@
 // trial it checks that the job's checkpoint SHA-256 and data fingerprint equal its own, and
 // fails the job for good (UnrecoverableError, no retry) when they differ.
 import { fork, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { moduleLog } from '../util/log.ts';
 import { maskRedisUrl, parseRedisUrl, waitForRedis } from './redis.ts';
 import { packRunFolder } from './runTransfer.ts';
@@ -87,7 +90,11 @@ export async function startTrialWorker(options: TrialWorkerOptions): Promise<Tri
     log.info(`Trial ${spec.id} started (attempt ${attempt}/${attempts}, ${spec.kind})`);
     const started = Date.now();
 
-    const localSpec: TrialSpec = { ...spec, config: localizeTrialConfig(spec.config, options) };
+    const localConfig = localizeTrialConfig(spec.config, options);
+    if (job.data.planSelectionJson !== undefined) {
+      localConfig.planFrom = materializePlanSelection(spec.config.planFrom, job.data.planSelectionJson, options.runsDir);
+    }
+    const localSpec: TrialSpec = { ...spec, config: localConfig };
     const reportProgress = throttleProgress(job, name);
     let result: TrialResult;
     try {
@@ -214,6 +221,22 @@ export function localizeTrialConfig(
     });
   }
   return local;
+}
+
+/**
+ * Returns a path for the trial's `planFrom`: the coordinator's own path when this machine has the
+ * same selection.json there (a shared file system), otherwise a copy written under
+ * <runsDir>/.plans/<sha256 of the selection>/.
+ */
+function materializePlanSelection(planFrom: unknown, selectionJson: string, runsDir: string): string {
+  if (typeof planFrom === 'string' && fs.existsSync(planFrom)) {
+    const file = fs.statSync(planFrom).isDirectory() ? path.join(planFrom, 'selection.json') : planFrom;
+    if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === selectionJson) return planFrom;
+  }
+  const hash = crypto.createHash('sha256').update(selectionJson).digest('hex').slice(0, 16);
+  const dir = path.resolve(runsDir, '.plans', hash);
+  writeFileAtomic(path.join(dir, 'selection.json'), selectionJson);
+  return dir;
 }
 
 /** Runs one trial in a child process; rejects when the process fails, exits early or is aborted. */

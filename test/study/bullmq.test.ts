@@ -134,17 +134,36 @@ test.serial('bullmq rejects checkpoint hash mismatch', async (t) => {
   t.is(job?.attemptsMade, 1);
 });
 
-test.serial('bullmq skips trials complete locally', async (t) => {
-  const spec = makeSpec(inputs, { seed: 61, steps: 1, stepMs: 10 });
-  const runsDir = path.join(inputs.root, 'skip-runs');
-  await runFakeTrial(spec, { runsDir });
-  const startsBefore = countEvents(inputs, 'start').get(spec.id);
+test.serial('bullmq sends planFrom selection along', async (t) => {
+  t.timeout(30_000);
+  const selection = JSON.stringify({ strategy: 'gradient', plan: { train: ['vision.block.2'], truncate: 0 } });
+  const runsDir = path.join(inputs.root, 'plan-runs');
 
-  // No Redis call is needed, so an unreachable URL must not matter.
-  const executor = new BullmqExecutor({ redisUrl: 'redis://127.0.0.1:1', runsDir });
-  const [result] = await executor.runAll([spec]).finally(() => executor.close());
+  // A select run the workers cannot see: the job is added by hand as the executor would add it.
+  const remote = makeSpec(inputs, { seed: 71, steps: 1, stepMs: 10, planFrom: '/nonexistent/coordinator/select-run' });
+  const queue = new Queue('clipfreeze-trials', { connection: parseRedisUrl(redis.url) });
+  await queue.add(remote.kind, { spec: remote, planSelectionJson: selection }, { jobId: remote.id });
+  await queue.close();
 
-  t.is(result.runId, spec.id);
-  t.is(result.summary.trainSeconds, 1.5);
-  t.is(countEvents(inputs, 'start').get(spec.id), startsBefore);
+  // A select run on a file system the workers share.
+  const sharedDir = path.join(inputs.root, 'shared-select-run');
+  fs.mkdirSync(sharedDir);
+  fs.writeFileSync(path.join(sharedDir, 'selection.json'), selection);
+  const shared = makeSpec(inputs, { seed: 72, steps: 1, stepMs: 10, planFrom: sharedDir });
+
+  const executor = new BullmqExecutor({ redisUrl: redis.url, runsDir, pollIntervalMs: 200 });
+  await executor.runAll([remote, shared]).finally(() => executor.close());
+
+  const remoteConfig = JSON.parse(fs.readFileSync(path.join(runsDir, remote.id, 'config.json'), 'utf8'));
+  t.regex(remoteConfig.planFrom, /\.plans\/[0-9a-f]{16}$/);
+  t.is(fs.readFileSync(path.join(remoteConfig.planFrom, 'selection.json'), 'utf8'), selection);
+  const sharedConfig = JSON.parse(fs.readFileSync(path.join(runsDir, shared.id, 'config.json'), 'utf8'));
+  t.is(sharedConfig.planFrom, sharedDir);
+});
+
+test.serial('bullmq reports missing planFrom selection', async (t) => {
+  const spec = makeSpec(inputs, { seed: 73, steps: 1, stepMs: 10, planFrom: path.join(inputs.root, 'no-such-select-run') });
+  const executor = new BullmqExecutor({ redisUrl: redis.url, runsDir: path.join(inputs.root, 'plan-runs'), pollIntervalMs: 200 });
+  const error = await t.throwsAsync(executor.runAll([spec]).finally(() => executor.close()));
+  t.regex(error!.message, /no-such-select-run does not exist\. Run the select step first/);
 });

@@ -44,6 +44,7 @@ test.serial('worker SIGTERM releases running trial', async (t) => {
   const code = await stopWorker(a, 'SIGTERM');
   t.is(code, 0, a.output());
   t.regex(a.output(), new RegExp(`Trial ${spec.id} released back to the queue`));
+  t.is(countEvents(setup.inputs, 'abort').get(spec.id), 1, 'the runner did not see the abort signal');
 
   const b = startWorker(setup, 'b', ['--lock-duration', '60', '--stalled-interval', '30']);
   const started = Date.now();

@@ -2,9 +2,9 @@
 // whose numbers depend only on the trial's config, and sleeps so tests can act mid-trial.
 //
 // Config keys read: seed (number), steps (progress updates), stepMs (sleep per step),
-// failAttempts (the first N starts of this trial throw). Every start and finish is appended to
-// the file named by FAKE_TRIAL_LOG, one line `start|finish <trial id> <pid>`, so tests can count
-// executions across processes.
+// failAttempts (the first N starts of this trial throw). Every start, abort (on the runner's
+// signal) and finish is appended to the file named by FAKE_TRIAL_LOG, one line
+// `start|abort|finish <trial id> <pid>`, so tests can count executions across processes.
 import fs from 'node:fs';
 import path from 'node:path';
 import { RunRecord } from '../../lib/runs/record.ts';
@@ -18,9 +18,10 @@ export interface FakeTrialConfig {
   failAttempts?: number;
   checkpoint?: string;
   data?: string;
+  planFrom?: string;
 }
 
-function record(event: 'start' | 'finish', id: string): void {
+function record(event: 'start' | 'finish' | 'abort', id: string): void {
   const file = process.env.FAKE_TRIAL_LOG;
   if (file) fs.appendFileSync(file, `${event} ${id} ${process.pid}\n`);
 }
@@ -36,7 +37,7 @@ function startsOf(id: string): number {
 
 export async function runTrial(
   spec: TrialSpec,
-  options: { runsDir: string; onProgress?: (p: TrialProgress) => void },
+  options: { runsDir: string; onProgress?: (p: TrialProgress) => void; signal?: AbortSignal },
 ): Promise<TrialResult> {
   const config = spec.config as unknown as FakeTrialConfig;
   record('start', spec.id);
@@ -47,6 +48,10 @@ export async function runTrial(
   const steps = config.steps ?? 3;
   for (let step = 1; step <= steps; step++) {
     await new Promise((resolve) => setTimeout(resolve, config.stepMs ?? 100));
+    if (options.signal?.aborted) {
+      record('abort', spec.id);
+      throw new Error(`fake trial ${spec.id} aborted`);
+    }
     options.onProgress?.({ id: spec.id, fraction: step / steps, message: `step ${step}/${steps}` });
   }
 

@@ -49,8 +49,8 @@ export function makeSpec(inputs: TrialInputs, config: FakeTrialConfig): TrialSpe
   };
 }
 
-/** Counts `start` or `finish` lines per trial id in the fake runner's log. */
-export function countEvents(inputs: TrialInputs, event: 'start' | 'finish'): Map<string, number> {
+/** Counts `start`, `abort` or `finish` lines per trial id in the fake runner's log. */
+export function countEvents(inputs: TrialInputs, event: 'start' | 'abort' | 'finish'): Map<string, number> {
   const counts = new Map<string, number>();
   for (const line of fs.readFileSync(inputs.trialLog, 'utf8').split('\n')) {
     const [kind, id] = line.split(' ');
