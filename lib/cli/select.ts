@@ -10,6 +10,7 @@ import { DEFAULT_BUDGET, DEFAULT_METHODS, runSelect, STRATEGIES, type SelectConf
 import type { StrategyName } from '../strategies/types.ts';
 import { readJson } from '../util/atomic.ts';
 import { initBackend } from '../util/backend.ts';
+import { addExecutorOptions, createExecutor } from '../study/executors.ts';
 
 interface SelectCliOptions {
   strategy?: string;
@@ -30,10 +31,14 @@ interface SelectCliOptions {
   batchSize?: number;
   lrScale?: boolean;
   settings?: Record<string, unknown>;
+  executor: string;
+  redis?: string;
+  queue: string;
+  attempts?: number;
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('select')
     .description('Choose which layer units to train with one strategy and record the plan, per-unit scores and selection cost.')
     .option('--strategy <name>', `selection strategy: ${STRATEGIES.join(', ')}`)
@@ -56,13 +61,19 @@ export function register(program: Command): void {
     .option('--settings <json>', 'strategy settings as a JSON object, e.g. \'{"targetImages": 128, "adaptSteps": 16}\'', parseJsonObject)
     .option('--seed <s>', 'seed of data order, sampling and the search (default 0)', parseInteger)
     .option('--runs <dir>', 'folder of run records (default runs)')
-    .option('--config <file>', 'select config JSON; flags override its keys')
-    .action(async (options: SelectCliOptions, command: Command) => {
-      const config = buildSelectConfig(options);
-      await initBackend(command.optsWithGlobals().backend as string | undefined);
-      const { runId, runDir, selection } = await runSelect(config, { concurrency: options.concurrency });
+    .option('--config <file>', 'select config JSON; flags override its keys');
+  addExecutorOptions(command).action(async (options: SelectCliOptions, cmd: Command) => {
+    const config = buildSelectConfig(options);
+    await initBackend(cmd.optsWithGlobals().backend as string | undefined);
+    // Search trials go to the queue's workers with --executor bullmq; by default they train here.
+    const executor = options.executor === 'bullmq' ? createExecutor('bullmq', { runsDir: config.runs, ...options }) : undefined;
+    try {
+      const { runId, runDir, selection } = await runSelect(config, { concurrency: options.concurrency, executor });
       process.stdout.write(JSON.stringify({ runId, runDir, plan: selection.plan }, null, 2) + '\n');
-    });
+    } finally {
+      await executor?.close();
+    }
+  });
 }
 
 /** Merges defaults, the config file and flags into a SelectConfig, with errors that name the flag. */

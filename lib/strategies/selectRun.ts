@@ -20,7 +20,9 @@ import type { SearchBudget, TrialEvaluator } from './search.ts';
 import { searchSelect, type SearchSelectSettings } from './searchSelect.ts';
 import { MASK_SHAPES, type MaskShape } from './searchSpace.ts';
 import { SIMILARITY_METHODS, similaritySelect, type SimilarityMethod } from './similarity.ts';
-import { localTrialEvaluator } from './trialEvaluator.ts';
+import { checkpointSha256, dataFingerprint } from '../study/fingerprint.ts';
+import type { TrialExecutor } from '../study/trial.ts';
+import { executorTrialEvaluator, localTrialEvaluator } from './trialEvaluator.ts';
 import type { SelectionJson, SelectionResult, StrategyName } from './types.ts';
 
 const logger = moduleLog('select');
@@ -63,6 +65,8 @@ export interface SelectRunOptions {
   evaluate?: TrialEvaluator;
   /** Trials of one rung that run at the same time (search only, default 1). */
   concurrency?: number;
+  /** Runs the search trials through this executor (for example BullMQ workers) instead of in this process. */
+  executor?: TrialExecutor;
 }
 
 /**
@@ -147,14 +151,13 @@ async function runStrategy(
   if (config.strategy === 'gradient') {
     return gradientSelect(loaded.model, dataset, { method: config.method as GradientMethod, units, seed: config.seed, tokenizerDir, ...(s as object) });
   }
+  const base = { ...((s.train as object | undefined) ?? {}), checkpoint: config.checkpoint, data: config.data, dataset: config.dataset, limit: config.limit };
+  const trainImages = dataset.samples('train').length;
   const evaluate =
     options.evaluate ??
-    localTrialEvaluator({
-      base: { ...((s.train as object | undefined) ?? {}), checkpoint: config.checkpoint, data: config.data, dataset: config.dataset, limit: config.limit },
-      runsDir: record.path('trials'),
-      trainImages: dataset.samples('train').length,
-      model: loaded,
-    });
+    (options.executor
+      ? executorTrialEvaluator(options.executor, { base, trainImages, checkpointSha256: checkpointSha256(config.checkpoint), dataFingerprint: dataFingerprint(config.data) })
+      : localTrialEvaluator({ base, runsDir: record.path('trials'), trainImages, model: loaded }));
   return searchSelect(loaded.model, dataset, {
     shape: config.method as MaskShape,
     budget: config.budget ?? DEFAULT_BUDGET,
