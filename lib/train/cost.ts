@@ -79,7 +79,7 @@ export function trainFlopsPerImage(config: ClipGeometry, plan: FreezePlan, findi
   return total;
 }
 
-/** Returns the peak resident set size of this process in bytes. */
+/** Returns the peak resident set size of this process since it started, in bytes. */
 export function peakRssBytes(): number {
   // process.resourceUsage().maxRSS is in kilobytes (getrusage ru_maxrss on Linux).
   return Math.max(process.resourceUsage().maxRSS * 1024, process.memoryUsage().rss);
@@ -99,6 +99,11 @@ export class CostMeter {
   imagesSeen = 0;
   evalImages = 0;
   peakTensorBytes = 0;
+  /**
+   * Largest RSS sampled during this run. NOTE: the wasm heap never shrinks, so a run that follows
+   * a larger one in the same process (a study) reports at least that run's heap.
+   */
+  peakRssBytes = 0;
 
   constructor(initial?: { trainSeconds: number; evalSeconds: number; imagesSeen: number }) {
     if (initial) {
@@ -122,6 +127,7 @@ export class CostMeter {
 
   sampleMemory(): void {
     this.peakTensorBytes = Math.max(this.peakTensorBytes, tf.memory().numBytes);
+    this.peakRssBytes = Math.max(this.peakRssBytes, process.memoryUsage().rss);
   }
 
   summary(args: {
@@ -146,7 +152,7 @@ export class CostMeter {
       trainableParams: args.trainableParams,
       totalParams: args.totalParams,
       peakTensorBytes: this.peakTensorBytes,
-      peakRssBytes: peakRssBytes(),
+      peakRssBytes: Math.max(this.peakRssBytes, process.memoryUsage().rss),
       backend: args.backend,
       wasmHeapBytes: wasmHeapBytes(),
     };
