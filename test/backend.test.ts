@@ -3,8 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { PROJECT_ROOT } from './helpers/shared.ts';
 
 // Each case runs in a fresh process because a backend is chosen once per process.
-function runSelection(env: Record<string, string>): { code: number; output: string } {
-  const script = "import { initBackend } from './lib/util/backend.ts'; const b = await initBackend(); console.log(JSON.stringify(b));";
+const SINGLE_CALL = "import { initBackend } from './lib/util/backend.ts'; const b = await initBackend(); console.log(JSON.stringify(b));";
+
+function runSelection(env: Record<string, string>, script = SINGLE_CALL): { code: number; output: string } {
   try {
     const output = execFileSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], {
       cwd: PROJECT_ROOT,
@@ -51,4 +52,14 @@ test('backend forced but missing fails clearly', (t) => {
   const { code, output } = runSelection({ CLIPFREEZE_BACKEND: 'node-gpu' });
   t.not(code, 0);
   t.regex(output, /Backend 'node-gpu' was requested but failed to load: not installed/);
+});
+
+test('backend concurrent calls share one selection', (t) => {
+  const script =
+    "import { initBackend } from './lib/util/backend.ts'; const [a, b] = await Promise.all([initBackend(), initBackend()]); console.log(JSON.stringify([a.name, b.name, a === b]));";
+  const { code, output } = runSelection({ CLIPFREEZE_BACKEND: '' }, script);
+  t.is(code, 0, output);
+  const [first, second, same] = JSON.parse(output.trim().split('\n').at(-1)!);
+  t.is(first, second);
+  t.true(same);
 });

@@ -19,20 +19,31 @@ export interface BackendInfo {
 
 const require = createRequire(import.meta.url);
 let selected: BackendInfo | null = null;
+let pending: Promise<BackendInfo> | null = null;
 
 /**
  * Selects and initialises a backend once per process. `requested` (or CLIPFREEZE_BACKEND)
- * forces one; otherwise the fastest present is used. Later calls return the first choice.
+ * forces one; otherwise the fastest present is used. Later calls return the first choice, and
+ * calls made while the first is still initialising wait for it.
  */
 export async function initBackend(requested?: string): Promise<BackendInfo> {
   const forced = requested ?? process.env.CLIPFREEZE_BACKEND;
+  if (!selected && pending) await pending.catch(() => undefined);
   if (selected) {
     if (forced && forced !== selected.name) {
       throw new Error(`Backend '${selected.name}' is already initialised in this process; cannot switch to '${forced}'.`);
     }
     return selected;
   }
+  pending = selectBackend(forced);
+  try {
+    return await pending;
+  } finally {
+    pending = null;
+  }
+}
 
+async function selectBackend(forced: string | undefined): Promise<BackendInfo> {
   if (forced !== undefined && forced !== '') {
     if (!(BACKEND_NAMES as readonly string[]).includes(forced)) {
       throw new Error(`Invalid backend '${forced}'. Allowed values: ${BACKEND_NAMES.join(', ')}.`);
