@@ -87,7 +87,9 @@ export class BullmqExecutor implements TrialExecutor {
     const onProgressEvent = ({ jobId, data }: { jobId: string; data: unknown }) => {
       const trial = pending.get(jobId);
       const progress = data as Partial<TrialJobProgress>;
-      if (!trial || typeof progress?.fraction !== 'number') return;
+      // Completion is reported once, when the run folder is recorded, so a runner's own final
+      // event (fraction 1) is not passed on.
+      if (!trial || typeof progress?.fraction !== 'number' || progress.fraction >= 1) return;
       onProgress?.({ id: jobId, fraction: progress.fraction, message: `${progress.message ?? ''} [${progress.worker ?? 'worker'}]` });
     };
     this.events!.on('progress', onProgressEvent);

@@ -56,6 +56,9 @@ test.serial('bullmq study on two workers equals local run', async (t) => {
     progress.some((p) => p.fraction > 0 && p.fraction < 1 && /step \d\/4/.test(p.message)),
     'no intermediate progress event',
   );
+  for (const spec of specs) {
+    t.is(progress.filter((p) => p.id === spec.id && p.fraction >= 1).length, 1, `${spec.id} not reported complete exactly once`);
+  }
   for (const worker of workers) {
     t.true(fs.readdirSync(worker.runsDir).length > 0, `worker ${worker.runsDir} ran no trial`);
   }
