@@ -31,7 +31,8 @@ export const IGNORED_TENSORS = new Set([
   'vocab_size',
 ]);
 
-const BLOCK_SUFFIXES = [
+/** Parameter names inside one residual block, after `<tower prefix>.resblocks.<i>.`. */
+export const BLOCK_PARAM_SUFFIXES = [
   'attn.in_proj_weight',
   'attn.in_proj_bias',
   'attn.out_proj.weight',
@@ -44,15 +45,15 @@ const BLOCK_SUFFIXES = [
   'mlp.c_proj.bias',
   'ln_2.weight',
   'ln_2.bias',
-];
+] as const;
 
 /** Returns the canonical parameter names in model order: vision, text, logit scale. */
 export function canonicalNames(visionLayers: number, textLayers: number): string[] {
   const names = ['visual.conv1.weight', 'visual.class_embedding', 'visual.positional_embedding', 'visual.ln_pre.weight', 'visual.ln_pre.bias'];
-  for (let i = 0; i < visionLayers; i++) names.push(...BLOCK_SUFFIXES.map((s) => `visual.transformer.resblocks.${i}.${s}`));
+  for (let i = 0; i < visionLayers; i++) names.push(...BLOCK_PARAM_SUFFIXES.map((s) => `visual.transformer.resblocks.${i}.${s}`));
   names.push('visual.ln_post.weight', 'visual.ln_post.bias', 'visual.proj');
   names.push('token_embedding.weight', 'positional_embedding');
-  for (let i = 0; i < textLayers; i++) names.push(...BLOCK_SUFFIXES.map((s) => `transformer.resblocks.${i}.${s}`));
+  for (let i = 0; i < textLayers; i++) names.push(...BLOCK_PARAM_SUFFIXES.map((s) => `transformer.resblocks.${i}.${s}`));
   names.push('ln_final.weight', 'ln_final.bias', 'text_projection', 'logit_scale');
   return names;
 }

@@ -13,6 +13,7 @@
 //
 // Parameter names are the canonical OpenAI/open_clip state-dict names; the task head's are
 // `head.weight` [embedDim, findings] and `head.bias` [findings].
+import { BLOCK_PARAM_SUFFIXES } from '../clip/checkpointLayouts.ts';
 
 /**
  * The geometry a unit list needs. `ClipConfig` from lib/clip/config.ts satisfies it, so callers
@@ -46,21 +47,6 @@ export const HEAD_PARAMS = { weight: 'head.weight', bias: 'head.bias' } as const
 
 /** The default number of findings of the task head (ChestX-ray14). */
 export const DEFAULT_FINDINGS = 14;
-
-const BLOCK_PARAM_SUFFIXES = [
-  'attn.in_proj_weight',
-  'attn.in_proj_bias',
-  'attn.out_proj.weight',
-  'attn.out_proj.bias',
-  'ln_1.weight',
-  'ln_1.bias',
-  'mlp.c_fc.weight',
-  'mlp.c_fc.bias',
-  'mlp.c_proj.weight',
-  'mlp.c_proj.bias',
-  'ln_2.weight',
-  'ln_2.bias',
-] as const;
 
 function blockParams(prefix: string, width: number, mlpDim: number): Array<{ name: string; shape: number[] }> {
   const shapes: Record<(typeof BLOCK_PARAM_SUFFIXES)[number], number[]> = {
