@@ -75,3 +75,26 @@ test.serial('worker SIGTERM with finish mode', async (t) => {
   t.is(countEvents(setup.inputs, 'start').get(spec.id), 1);
   assertRecordedOnce(t, setup, runsDir, [spec.id]);
 });
+
+test.serial('worker stops trial after lock lost', async (t) => {
+  t.timeout(90_000);
+  const setup = await setUp(t);
+  const a = startWorker(setup, 'a');
+  await a.waitFor(/waiting for trials/);
+
+  const spec = makeSpec(setup.inputs, { seed: 9, steps: 60, stepMs: 200 });
+  const runsDir = path.join(setup.inputs.root, 'coordinator-runs');
+  const executor = new BullmqExecutor({ redisUrl: setup.redis.url, runsDir, pollIntervalMs: 200 });
+  const study = executor.runAll([spec]);
+
+  // Redis stays down longer than the 4 s lock, so the lock has expired when it is back: the
+  // worker must stop its run and the trial must start again.
+  await waitUntil(() => countEvents(setup.inputs, 'start').has(spec.id), 30_000, 'the trial to start');
+  await setup.redis.restart(6000);
+
+  await study.finally(() => executor.close());
+  t.regex(a.output(), new RegExp(`Lost the job lock of trial ${spec.id}`));
+  t.is(countEvents(setup.inputs, 'abort').get(spec.id), 1, 'the first run was not stopped');
+  t.is(countEvents(setup.inputs, 'start').get(spec.id), 2);
+  assertRecordedOnce(t, setup, runsDir, [spec.id]);
+});
