@@ -39,6 +39,9 @@ export interface BullmqExecutorOptions {
   idleWarningMs?: number;
 }
 
+/** Age after which a finished job and its result are removed from Redis, in seconds. */
+const COMPLETED_JOB_AGE_SECONDS = 30 * 24 * 3600;
+
 const DEFAULTS = {
   queueName: DEFAULT_QUEUE_NAME,
   attempts: 3,
@@ -205,7 +208,9 @@ export class BullmqExecutor implements TrialExecutor {
       jobId: spec.id,
       attempts: this.options.attempts,
       backoff: { type: 'exponential', delay: this.options.backoffMs },
-      removeOnComplete: false,
+      // A finished job keeps the packed run folder in Redis memory, so it is evicted after 30 days
+      // (checked whenever another job finishes). A trial enqueued after that runs again.
+      removeOnComplete: { age: COMPLETED_JOB_AGE_SECONDS },
       removeOnFail: false,
     });
   }

@@ -95,7 +95,7 @@ export async function startTrialWorker(options: TrialWorkerOptions): Promise<Tri
       localConfig.planFrom = materializePlanSelection(spec.config.planFrom, job.data.planSelectionJson, options.runsDir);
     }
     const localSpec: TrialSpec = { ...spec, config: localConfig };
-    const reportProgress = throttleProgress(job, name);
+    const reportProgress = throttleProgress(job, name, reportError);
     let result: TrialResult;
     try {
       result = await runTrialProcess(localSpec, { ...options, runnerModule }, running, reportProgress, signal);
@@ -290,7 +290,11 @@ function runTrialProcess(
 }
 
 /** Returns a progress callback that stores at most one update per second in the job. */
-function throttleProgress(job: Job<TrialJobData, TrialJobReturn>, worker: string): (fraction: number, message: string) => void {
+function throttleProgress(
+  job: Job<TrialJobData, TrialJobReturn>,
+  worker: string,
+  reportError: (err: Error) => void,
+): (fraction: number, message: string) => void {
   let last = 0;
   return (fraction, message) => {
     const now = Date.now();
@@ -298,6 +302,6 @@ function throttleProgress(job: Job<TrialJobData, TrialJobReturn>, worker: string
     last = now;
     const progress: TrialJobProgress = { fraction, message, worker };
     // A lost progress update (Redis briefly away) is harmless; the next one replaces it.
-    job.updateProgress(progress as unknown as object).catch((err: Error) => log.debug(`Progress update of ${job.id} failed: ${err.message}`));
+    job.updateProgress(progress as unknown as object).catch((err: Error) => reportError(new Error(`progress update of trial ${job.id} failed: ${err.message}`)));
   };
 }
