@@ -7,7 +7,8 @@
 //   4. resume from the last saved epoch, if any
 //   5. per epoch: shuffled batches of micro-batches with gradient accumulation, clipping,
 //      one AdamW update per batch; validation mean AUROC; early stopping; atomic state
-//   6. restore the best weights; test predictions and metrics; forgetting "after"; cost
+//   6. restore the best weights; test predictions and metrics (unless evaluateTest is false);
+//      forgetting "after"; cost
 //   7. complete.json last
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,6 +39,7 @@ import { loadTrainState, saveTrainState, stateDir, type EpochRecord, type TrainS
 import { GradientBuffer } from './gradientBuffer.ts';
 import { identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
 import { CostMeter, type CostJson } from './cost.ts';
+import { markFrozenVariables } from './frozenVariables.ts';
 import { TaskHead } from './head.ts';
 import { runPrefix, runSuffix, splitPoint, type SplitPoint } from './imagePath.ts';
 import { bceWithLogits, positiveWeights } from './loss.ts';
@@ -83,8 +85,8 @@ export interface TrainRunOptions {
 export interface TrainRunResult {
   runDir: string;
   runId: string;
-  /** Test metrics (metrics.json). */
-  metrics: MetricsJson;
+  /** Test metrics (metrics.json); null when the config turns test evaluation off (evaluateTest false). */
+  metrics: MetricsJson | null;
   /** Validation mean AUROC of the best epoch. */
   valMeanAuroc: number | null;
   cost: CostJson;
@@ -106,7 +108,8 @@ export class TrainingAbortedError extends Error {
   }
 }
 
-const TRAIN_FILES = ['config.json', 'environment.json', 'history.json', 'cost.json', 'metrics.json', 'predictions.csv'];
+const TRAIN_FILES = ['config.json', 'environment.json', 'history.json', 'cost.json'];
+const TEST_FILES = ['metrics.json', 'predictions.csv'];
 
 /**
  * Trains one run and records it. The same config always maps to the same run id, so a run whose
@@ -140,9 +143,11 @@ export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>,
 
   // The caller's model must come back unchanged, so keep its trained parameters.
   const originalWeights = options.model ? snapshotTrainedWeights(model, plan) : null;
+  const restoreTrainableFlags = markFrozenVariables(model, plan);
   try {
     return await trainAndRecord({ config, plan, method, identity, record, model, checkpoint, options });
   } finally {
+    restoreTrainableFlags();
     if (originalWeights) {
       model.setWeights(originalWeights);
     } else {
@@ -181,11 +186,12 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   logger.info(`Run ${record.runId}: plan ${formatPlan(plan)}, ${record.dir}`);
 
   // 2. Data, task head and forgetting before fine-tuning.
-  const dataset = await openDataset(config.dataset, config.data, { limit: splitLimits(config) });
+  const dataset = await openDataset(config.dataset, config.data, { ...config.datasetOptions, limit: splitLimits(config) });
   const findings = dataset.findings;
   const preprocess = preprocessConfigFrom(model.config);
   const samples: Record<Split, Sample[]> = { train: dataset.samples('train'), val: dataset.samples('val'), test: dataset.samples('test') };
-  for (const split of ['train', 'val', 'test'] as const) {
+  const requiredSplits: Split[] = config.evaluateTest ? ['train', 'val', 'test'] : ['train', 'val'];
+  for (const split of requiredSplits) {
     if (samples[split].length === 0) throw new Error(`The ${split} split of ${config.data} is empty; check the dataset folder and the 'limit' setting.`);
   }
   logger.info(`Data: ${samples.train.length} train, ${samples.val.length} val, ${samples.test.length} test images`);
@@ -363,13 +369,19 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
 
   // 6. Best weights, test evaluation, forgetting and cost.
   writeWeights(params, best);
-  const test = await meter.time('eval', () => predictSplit(inputs, model, head, split, samples.test, findings, meter));
-  writePredictions(record.path('predictions.csv'), test);
-  const metrics = evaluatePredictions(test, { bootstrap: config.bootstrap, seed: config.seed });
-  record.writeJson('metrics.json', metrics);
+  const files = [...TRAIN_FILES];
+  let metrics: MetricsJson | null = null;
+  if (config.evaluateTest) {
+    const test = await meter.time('eval', () => predictSplit(inputs, model, head, split, samples.test, findings, meter));
+    writePredictions(record.path('predictions.csv'), test);
+    metrics = evaluatePredictions(test, { bootstrap: config.bootstrap, seed: config.seed });
+    record.writeJson('metrics.json', metrics);
+    files.push(...TEST_FILES);
+  } else {
+    logger.info('Test evaluation is off (evaluateTest false): no metrics.json or predictions.csv.');
+  }
   record.writeJson('history.json', { epochs: meta.history, bestEpoch: meta.bestEpoch, bestValMeanAuroc: meta.bestValMeanAuroc });
 
-  const files = [...TRAIN_FILES];
   if (forgettingBefore) {
     const after = await measureForgetting(ctx, tokenizer, preprocess, plan.truncate, 'after fine-tuning');
     record.writeJson('forgetting.json', summariseForgetting(forgettingBefore, after));
@@ -398,8 +410,8 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
 
   // 7. complete.json last.
   record.markComplete('train', files);
-  record.appendLog(`complete: test mean AUROC ${metrics.meanAuroc}`);
-  logger.info(`Run ${record.runId} complete: test mean AUROC ${formatAuroc(metrics.meanAuroc)}, val ${formatAuroc(meta.bestValMeanAuroc)} (epoch ${meta.bestEpoch})`);
+  record.appendLog(metrics ? `complete: test mean AUROC ${metrics.meanAuroc}` : 'complete: no test evaluation');
+  logger.info(`Run ${record.runId} complete: test mean AUROC ${metrics ? formatAuroc(metrics.meanAuroc) : 'not evaluated'}, val ${formatAuroc(meta.bestValMeanAuroc)} (epoch ${meta.bestEpoch})`);
   return { runDir: record.dir, runId: record.runId, metrics, valMeanAuroc: meta.bestValMeanAuroc, cost };
 }
 
@@ -650,7 +662,7 @@ function completedResult(record: RunRecord): TrainRunResult {
   return {
     runDir: record.dir,
     runId: record.runId,
-    metrics: record.readJson<MetricsJson>('metrics.json'),
+    metrics: record.has('metrics.json') ? record.readJson<MetricsJson>('metrics.json') : null,
     valMeanAuroc: history.bestValMeanAuroc ?? null,
     cost: record.readJson<CostJson>('cost.json'),
   };
