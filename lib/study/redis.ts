@@ -2,6 +2,7 @@
 // `rediss://user:password@redis.example.org:6380/2` becomes ioredis options: TLS for rediss://,
 // ACL user and password, database number. Passwords never reach a log: every message that shows
 // the URL uses maskRedisUrl.
+import net from 'node:net';
 
 export const DEFAULT_REDIS_PORT = 6379;
 
@@ -15,8 +16,12 @@ export interface RedisConnectionOptions {
   db: number;
   username?: string;
   password?: string;
-  /** Present for rediss:// URLs. The server certificate is checked against Node's CA store plus NODE_EXTRA_CA_CERTS. */
-  tls?: { servername: string };
+  /**
+   * Present for rediss:// URLs. The server certificate is checked against Node's CA store plus
+   * NODE_EXTRA_CA_CERTS. servername (SNI) is set for host names only, because RFC 6066 allows no
+   * IP address there.
+   */
+  tls?: { servername?: string };
   /** null: commands wait for a reconnect instead of failing, which BullMQ requires for workers. */
   maxRetriesPerRequest: null;
 }
@@ -58,7 +63,7 @@ export function parseRedisUrl(url: string): RedisConnectionOptions {
   const options: RedisConnectionOptions = { host, port, db, maxRetriesPerRequest: null };
   if (parsed.username) options.username = decodeURIComponent(parsed.username);
   if (parsed.password) options.password = decodeURIComponent(parsed.password);
-  if (scheme === 'rediss') options.tls = { servername: host };
+  if (scheme === 'rediss') options.tls = net.isIP(host) === 0 ? { servername: host } : {};
   return options;
 }
 

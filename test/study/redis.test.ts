@@ -29,6 +29,10 @@ test('redis URL with user and TLS', (t) => {
   t.deepEqual(options.tls, { servername: 'redis.example.org' });
 });
 
+test('redis URL TLS to IP address', (t) => {
+  t.deepEqual(parseRedisUrl('rediss://10.1.2.3:6380').tls, {});
+});
+
 test('redis URL IPv6 host', (t) => {
   const options = parseRedisUrl('redis://[::1]:7000');
   t.is(options.host, '::1');
@@ -110,6 +114,30 @@ test.serial('redis password never logged', async (t) => {
   t.true(worker.output().includes(`redis://:***@127.0.0.1:${redis.port}`), worker.output());
   t.false(logs.includes(password), 'the password appears in a log');
   t.false(logs.includes('wrong-Password-42'), 'the wrong password appears in a log');
+});
+
+test.serial('redis TLS URL runs trial', async (t) => {
+  t.timeout(60_000);
+  const password = 'tls-Secret-77';
+  const redis = await startRedis({ password, tls: true });
+  const inputs = makeInputs();
+  const env = { NODE_EXTRA_CA_CERTS: redis.caFile! };
+  const worker = spawnWorker(redis.url, inputs, 'tls', [], env);
+  t.teardown(async () => {
+    await stopWorker(worker, 'SIGKILL');
+    await redis.stop();
+  });
+  await worker.waitFor(/waiting for trials/);
+
+  const spec = makeSpec(inputs, { seed: 4, steps: 2, stepMs: 50 });
+  const coordinator = await execFileAsync(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'test', 'study', 'redisCoordinator.ts')], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, ...env, REDIS_URL: redis.url, RUNS_DIR: path.join(inputs.root, 'coordinator-runs'), SPECS: JSON.stringify([spec]) },
+    timeout: 40_000,
+  }).catch((err: { stdout: string; stderr: string }) => err);
+  t.is(JSON.parse(coordinator.stdout || '[{}]')[0].id, spec.id, `coordinator: ${coordinator.stderr}\nworker: ${worker.output()}`);
+  t.true(worker.output().includes(`rediss://:***@127.0.0.1:${redis.port}`), worker.output());
+  t.false([worker.output(), coordinator.stderr].join('\n').includes(password), 'the password appears in a log');
 });
 
 test.serial('redis restart mid-study completes', async (t) => {

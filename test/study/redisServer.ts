@@ -1,7 +1,7 @@
 // Starts a private redis-server for a test file: 127.0.0.1 only, a free port, its own temporary
 // folder, append-only persistence with fsync on every write (so a restart loses nothing). The
 // server is stopped by stop() and, as a fallback, when the test process exits.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -10,8 +10,10 @@ import path from 'node:path';
 export interface RedisServer {
   port: number;
   dir: string;
-  /** redis://127.0.0.1:<port>, with the password when one is set. */
+  /** redis://127.0.0.1:<port> (rediss:// with TLS), with the password when one is set. */
   url: string;
+  /** With TLS: the CA certificate that signed the server's certificate (for NODE_EXTRA_CA_CERTS). */
+  caFile?: string;
   /** Everything the server wrote to stdout and stderr. */
   output(): string;
   stop(): Promise<void>;
@@ -28,14 +30,19 @@ export function hasRedisServer(): boolean {
   return (process.env.PATH ?? '').split(path.delimiter).some((dir) => fs.existsSync(path.join(dir, 'redis-server')));
 }
 
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+/** Starts redis-server; with `tls`, it listens for TLS only, with a certificate for IP 127.0.0.1 from a new CA. */
+export async function startRedis(options: { password?: string; tls?: boolean } = {}): Promise<RedisServer> {
   if (!hasRedisServer()) {
     throw new Error('redis-server not found on PATH. Install the Debian package redis-server (.ci/run installs it).');
   }
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-redis-'));
+  const tls = options.tls ? makeCertificates(dir) : null;
+  const listen = tls
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no']
+    : ['--port', String(port)];
   const args = [
-    '--port', String(port),
+    ...listen,
     '--bind', '127.0.0.1',
     '--dir', dir,
     '--save', '',
@@ -70,7 +77,8 @@ export async function startRedis(options: { password?: string } = {}): Promise<R
   return {
     port,
     dir,
-    url: `redis://${auth}127.0.0.1:${port}`,
+    url: `${tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
+    caFile: tls?.ca,
     output: () => log,
     async stop() {
       await stop();
@@ -82,6 +90,17 @@ export async function startRedis(options: { password?: string } = {}): Promise<R
       await launch();
     },
   };
+}
+
+/** Creates a CA and a server certificate for IP 127.0.0.1 signed by it, valid for one day. */
+function makeCertificates(dir: string): { ca: string; cert: string; key: string } {
+  const file = (name: string) => path.join(dir, name);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore', timeout: 30_000 });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', '/CN=clipfreeze test CA');
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', '/CN=127.0.0.1');
+  fs.writeFileSync(file('san.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  openssl('x509', '-req', '-in', file('server.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('server.pem'), '-days', '1', '-extfile', file('san.cnf'));
+  return { ca: file('ca.pem'), cert: file('server.pem'), key: file('server.key') };
 }
 
 function freePort(): Promise<number> {

@@ -74,8 +74,8 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-/** Starts `clipfreeze worker` with the fake runner. `extraArgs` override or add options. */
-export function spawnWorker(redisUrl: string, inputs: TrialInputs, name: string, extraArgs: string[] = []): WorkerProcess {
+/** Starts `clipfreeze worker` with the fake runner. `extraArgs` override or add options, `extraEnv` variables. */
+export function spawnWorker(redisUrl: string, inputs: TrialInputs, name: string, extraArgs: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): WorkerProcess {
   const runsDir = path.join(inputs.root, `runs-${name}`);
   const args = [
     path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'),
@@ -93,7 +93,7 @@ export function spawnWorker(redisUrl: string, inputs: TrialInputs, name: string,
   ];
   const child = spawn(process.execPath, args, {
     cwd: inputs.root,
-    env: { ...process.env, FAKE_TRIAL_LOG: inputs.trialLog, CLIPFREEZE_LOG_LEVEL: 'info' },
+    env: { ...process.env, FAKE_TRIAL_LOG: inputs.trialLog, CLIPFREEZE_LOG_LEVEL: 'info', ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
