@@ -18,6 +18,7 @@ interface SelectCliOptions {
   checkpoint?: string;
   data?: string;
   dataset?: string;
+  datasetOptions?: Record<string, unknown>;
   source?: string;
   units?: number;
   budget?: Partial<SearchBudget>;
@@ -49,6 +50,7 @@ export function register(program: Command): void {
     .option('--checkpoint <dir>', 'checkpoint folder or .safetensors file (OpenAI or Hugging Face layout)')
     .option('--data <dir>', 'target dataset folder')
     .option('--dataset <name>', 'target dataset: chestxray14, luna16 or brats (default chestxray14)')
+    .option('--dataset-options <json>', 'dataset options as a JSON object, e.g. \'{"positiveMinAreaMm2": 200}\' for brats', parseJsonObject)
     .option('--source <dir>', 'folder-per-class source-domain images (similarity mmd and frechet)')
     .option('--units <k>', 'number of units to train (similarity, gradient; default 4)', parsePositiveInteger)
     .option('--budget <spec>', "search budget, e.g. 'total=24,min=1,max=4,eta=2,unit=epochs' (unit: epochs or fraction; initial=N configurations per bracket)", parseBudget)
@@ -100,6 +102,7 @@ export function buildSelectConfig(options: SelectCliOptions): SelectConfig {
     checkpoint,
     dataset: (options.dataset ?? file.dataset ?? 'chestxray14') as DatasetName,
     data,
+    datasetOptions: { ...(file.datasetOptions ?? {}), ...(options.datasetOptions ?? {}) },
     source: options.source ?? file.source ?? null,
     units: options.units ?? file.units ?? null,
     seed: options.seed ?? file.seed ?? 0,
@@ -173,7 +176,7 @@ function parseJsonObject(value: string): Record<string, unknown> {
   try {
     parsed = JSON.parse(value);
   } catch (err) {
-    throw new InvalidArgumentError(`Invalid JSON: ${(err as Error).message}.`);
+    throw new InvalidArgumentError(`Invalid JSON '${value}': ${(err as Error).message}.`);
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InvalidArgumentError('Expected a JSON object.');
   return parsed as Record<string, unknown>;

@@ -14,6 +14,7 @@ const HELP: Record<keyof TrainConfig, string> = {
   checkpoint: 'checkpoint folder or .safetensors file (OpenAI or Hugging Face layout)',
   dataset: 'dataset name: chestxray14, luna16 or brats',
   data: 'dataset folder',
+  datasetOptions: 'dataset options as a JSON object, e.g. \'{"positiveMinAreaMm2": 200}\' for brats (default: {})',
   trainUnits: "units to train: 'all', 'head', a list such as 'vision.block.8-11,vision.head,head', or plan JSON",
   truncate: 'number of top vision blocks to cut off',
   planFrom: "folder of a 'clipfreeze select' run whose plan to train (replaces --train-units and --truncate)",
@@ -37,6 +38,7 @@ const HELP: Record<keyof TrainConfig, string> = {
   limit: "images per split: one number for every split, or 'train=400,val=100,test=100'",
   seed: 'seed of data order and initialisation',
   bootstrap: 'bootstrap replicates for the test confidence intervals (0 = none)',
+  evaluateTest: 'score the test split after training (true or false); false writes no metrics.json',
   source: "source-domain set for forgetting, 'name=folder[:imagesPerClass]' (repeatable)",
   activationCache: 'cache the frozen prefix output on disk (true or false)',
   cacheDir: 'activation cache folder (default: <runs>/.cache/activations)',
@@ -60,9 +62,10 @@ export function register(program: Command): void {
     const types = ([] as string[]).concat(schema.type ?? []);
     const flag = flagOf(key);
     const fallback = (TRAIN_DEFAULTS as Record<string, unknown>)[key];
-    const help = fallback === undefined || fallback === null || fallback === '' || key === 'limit' || key === 'source' ? HELP[key] : `${HELP[key]} (default: ${JSON.stringify(fallback)})`;
+    const help = fallback === undefined || fallback === null || fallback === '' || key === 'limit' || key === 'source' || key === 'datasetOptions' ? HELP[key] : `${HELP[key]} (default: ${JSON.stringify(fallback)})`;
     if (key === 'limit') command.option(`${flag} <limits>`, help, parseLimit);
     else if (key === 'source') command.option(`${flag} <set>`, help, collectSource);
+    else if (key === 'datasetOptions') command.option(`${flag} <json>`, help, parseJsonObject(flag));
     else if (types.includes('boolean')) command.option(`${flag} [bool]`, help, parseBoolean(flag));
     else if (types.includes('integer') || types.includes('number')) command.option(`${flag} <n>`, help, parseNumber(flag));
     else command.option(`${flag} <value>`, help);
@@ -95,7 +98,7 @@ export function register(program: Command): void {
     const result = await trainRun(config, { runsDir, expectedRunId });
     const { metrics, cost } = result;
     process.stdout.write(
-      `${JSON.stringify({ runId: result.runId, runDir: result.runDir, testMeanAuroc: metrics.meanAuroc, testMeanAurocCi: metrics.meanAurocCi, valMeanAuroc: result.valMeanAuroc, cost })}\n`,
+      `${JSON.stringify({ runId: result.runId, runDir: result.runDir, testMeanAuroc: metrics?.meanAuroc ?? null, testMeanAurocCi: metrics?.meanAurocCi ?? null, valMeanAuroc: result.valMeanAuroc, cost })}\n`,
     );
   });
 }
@@ -120,6 +123,22 @@ function parseBoolean(flag: string) {
     if (value === 'true') return true;
     if (value === 'false') return false;
     throw new InvalidArgumentError(`${flag} must be true or false, got '${value}'.`);
+  };
+}
+
+/** Parses a flag whose value is a JSON object, with an error that names the flag and the parse failure. */
+export function parseJsonObject(flag: string) {
+  return (value: string): Record<string, unknown> => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} must be a JSON object, but '${value}' is invalid JSON: ${(err as Error).message}.`);
+    }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new InvalidArgumentError(`${flag} must be a JSON object such as '{"key": 1}', got '${value}'.`);
+    }
+    return parsed as Record<string, unknown>;
   };
 }
 

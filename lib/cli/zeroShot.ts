@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import type { Split } from '../data/dataset.ts';
 import type { DatasetName } from '../data/registry.ts';
 import { runZeroShot } from '../eval/zeroShotRun.ts';
+import { parseJsonObject } from './train.ts';
 
 function positiveInteger(name: string) {
   return (value: string): number => {
@@ -26,6 +27,7 @@ interface ZeroShotCliOptions {
   data: string;
   split: Split;
   dataset: DatasetName;
+  datasetOptions?: Record<string, unknown>;
   limit?: number;
   runs: string;
   prompts?: string;
@@ -42,7 +44,8 @@ export function register(program: Command): void {
     .requiredOption('--checkpoint <dir>', 'checkpoint folder or .safetensors file')
     .requiredOption('--data <dir>', 'dataset folder')
     .option('--split <split>', 'split to evaluate: test, val or train', 'test')
-    .option('--dataset <name>', 'dataset name', 'chestxray14')
+    .option('--dataset <name>', 'dataset name: chestxray14, luna16 or brats', 'chestxray14')
+    .option('--dataset-options <json>', 'dataset options as a JSON object, e.g. \'{"mode": "slice"}\' for luna16', parseJsonObject('--dataset-options'))
     .option('--limit <n>', 'maximum images, a seeded sample stratified by finding', positiveInteger('--limit'))
     .option('--runs <dir>', 'folder for run records', 'runs')
     .option('--prompts <file>', 'prompt templates JSON replacing the shipped ones')
@@ -58,6 +61,7 @@ export function register(program: Command): void {
         data: opts.data,
         split: opts.split,
         dataset: opts.dataset,
+        datasetOptions: opts.datasetOptions,
         limit: opts.limit,
         runsDir: opts.runs,
         promptsFile: opts.prompts,

@@ -16,6 +16,7 @@ import { SPLITS, type Sample, type SkipCounts, type Split, type TargetDataset } 
 import { CHESTXRAY14_FINDINGS, findLabelFile, readLabelFile, type LabelTable } from './labels.ts';
 import { PixelCache } from './pixelCache.ts';
 import { stratifiedSample } from './sampling.ts';
+import { rejectUnknownOptions } from './caseSplits.ts';
 import { assertPatientDisjoint, chooseValidationPatients, DEFAULT_VAL_FRACTION, readOfficialSplit } from './splits.ts';
 import { moduleLog } from '../util/log.ts';
 
@@ -58,6 +59,22 @@ export interface ChestXray14Options {
   decode?: (file: string, cfg: PreprocessConfig) => Promise<Float32Array>;
 }
 
+// Every option key, so that a misspelt key in a config is rejected instead of silently ignored.
+// The Record type makes the compiler check that the list matches the interface.
+const CHESTXRAY14_OPTION_KEYS = Object.keys({
+  labelFile: true,
+  valFraction: true,
+  splitSeed: true,
+  limit: true,
+  sampleSeed: true,
+  strictImages: true,
+  strictLabels: true,
+  cache: true,
+  cacheDir: true,
+  promptsFile: true,
+  decode: true,
+} satisfies Record<keyof ChestXray14Options, true>);
+
 type Layout = 'nih' | 'kaggle' | 'mixed';
 
 interface ImageScan {
@@ -93,6 +110,7 @@ export class ChestXray14Dataset implements TargetDataset {
 
   /** Opens a ChestX-ray14 folder: finds the images, reads labels and splits, and builds the samples. */
   static open(dir: string, options: ChestXray14Options = {}): ChestXray14Dataset {
+    rejectUnknownOptions(options, CHESTXRAY14_OPTION_KEYS, 'ChestX-ray14');
     const root = path.resolve(dir);
     if (!fs.existsSync(root)) throw new Error(`ChestX-ray14 folder not found: ${root}`);
     const started = Date.now();

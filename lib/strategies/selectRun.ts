@@ -36,6 +36,8 @@ export interface SelectConfig {
   checkpoint: string;
   dataset: DatasetName;
   data: string;
+  /** Options of the dataset opener, as in the train config's datasetOptions (absent = none). */
+  datasetOptions?: Record<string, unknown>;
   /** Folder-per-class source-domain images (similarity with mmd or frechet). */
   source: string | null;
   /** Units to train (similarity, gradient). */
@@ -77,9 +79,11 @@ export async function runSelect(config: SelectConfig, options: SelectRunOptions 
   validateSelectConfig(config);
   const { model, checkpoint } = await ClipModel.load(config.checkpoint);
   const label = `${config.strategy}-${config.method}`;
-  // The run id hashes everything that changes the result, so not the runs folder.
-  const { runs: _runsDir, ...settings } = config;
-  const identity = { ...settings, checkpointSha256: checkpoint.sha256 };
+  // The run id hashes everything that changes the result, so not the runs folder. Empty dataset
+  // options are left out, so select runs recorded before the option existed keep their ids.
+  const { runs: _runsDir, datasetOptions, ...settings } = config;
+  const hasDatasetOptions = datasetOptions !== undefined && Object.keys(datasetOptions).length > 0;
+  const identity = { ...settings, ...(hasDatasetOptions ? { datasetOptions } : {}), checkpointSha256: checkpoint.sha256 };
   const record = new RunRecord(config.runs, runIdFor('select', identity, label));
 
   if (record.isComplete()) {
@@ -98,6 +102,7 @@ export async function runSelect(config: SelectConfig, options: SelectRunOptions 
     checkpointSha256: checkpoint.sha256,
     dataset: config.dataset,
     data: path.resolve(config.data),
+    datasetOptions: datasetOptions ?? {},
     source: config.source ? path.resolve(config.source) : null,
     units: config.units,
     limit: config.limit,
@@ -108,7 +113,7 @@ export async function runSelect(config: SelectConfig, options: SelectRunOptions 
   record.appendLog(`start: select ${label}, seed ${config.seed}, checkpoint ${checkpoint.sha256.slice(0, 12)}`);
 
   try {
-    const dataset = await openDataset(config.dataset, config.data, { limit: limitOf(config) });
+    const dataset = await openDataset(config.dataset, config.data, { ...config.datasetOptions, limit: limitOf(config) });
     const result = await runStrategy(config, { model, checkpoint }, dataset, record, options);
     const selection: SelectionJson = { strategy: config.strategy, ...result };
     record.writeJson('selection.json', selection);
@@ -151,7 +156,14 @@ async function runStrategy(
   if (config.strategy === 'gradient') {
     return gradientSelect(loaded.model, dataset, { method: config.method as GradientMethod, units, seed: config.seed, tokenizerDir, ...(s as object) });
   }
-  const base = { ...((s.train as object | undefined) ?? {}), checkpoint: config.checkpoint, data: config.data, dataset: config.dataset, limit: config.limit };
+  const base = {
+    ...((s.train as object | undefined) ?? {}),
+    checkpoint: config.checkpoint,
+    data: config.data,
+    dataset: config.dataset,
+    ...(config.datasetOptions && Object.keys(config.datasetOptions).length > 0 ? { datasetOptions: config.datasetOptions } : {}),
+    limit: config.limit,
+  };
   const trainImages = dataset.samples('train').length;
   const evaluate =
     options.evaluate ??
@@ -193,4 +205,7 @@ export function validateSelectConfig(config: SelectConfig): void {
   }
   if (!fs.existsSync(config.checkpoint)) throw new Error(`Checkpoint not found: ${config.checkpoint}. Pass a checkpoint folder or safetensors file with --checkpoint.`);
   if (!fs.existsSync(config.data)) throw new Error(`Data folder not found: ${config.data}. Pass the dataset folder with --data.`);
+  if (config.datasetOptions && 'limit' in config.datasetOptions) {
+    throw new Error(`Invalid dataset option 'limit': set the images per split with --limit (config key 'limit') instead.`);
+  }
 }

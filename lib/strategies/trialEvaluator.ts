@@ -32,6 +32,9 @@ export function trialTrainConfig(trial: TrialSpec, settings: Pick<LocalTrialSett
     seed: trial.seed,
     // Successive halving compares trials at a fixed budget, so early stopping stays off.
     patience: 0,
+    // Trials are ranked on validation AUROC, so the test split stays out of the selection and
+    // its evaluation time out of the trial's cost.
+    evaluateTest: false,
   };
   if (trial.budgetUnit === 'epochs') {
     config.epochs = trial.budget;
@@ -45,8 +48,6 @@ export function trialTrainConfig(trial: TrialSpec, settings: Pick<LocalTrialSett
 
 export function localTrialEvaluator(settings: LocalTrialSettings): TrialEvaluator {
   return async (trial) => {
-    // NOTE: trainRun also evaluates the test split after every trial; the search never reads
-    // that result, but its time is part of the trial's wallSeconds.
     const result = await trainRun(trialTrainConfig(trial, settings), { runsDir: settings.runsDir, model: settings.model });
     return {
       valMeanAuroc: result.valMeanAuroc,
@@ -84,8 +85,8 @@ export function executorTrialEvaluator(executor: TrialExecutor, settings: Execut
     const [result] = await executor.runAll([spec]);
     return {
       valMeanAuroc: result.summary.valMeanAuroc,
-      // NOTE: a trial summary carries no image count, so imagesSeen is 0 for executor trials.
-      cost: { wallSeconds: result.summary.trainSeconds, flops: result.summary.flops, imagesSeen: 0 },
+      // NOTE: summaries from workers older than the imagesSeen field report 0 images.
+      cost: { wallSeconds: result.summary.trainSeconds, flops: result.summary.flops, imagesSeen: result.summary.imagesSeen ?? 0 },
     };
   };
 }

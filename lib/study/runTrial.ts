@@ -22,7 +22,7 @@ export const runTrial: TrialRunner = async (spec, context) => {
     return {
       id: spec.id,
       runId: result.runId,
-      summary: { valMeanAuroc: null, testMeanAuroc: result.metrics.meanAuroc, trainSeconds: 0, flops: 0 },
+      summary: { valMeanAuroc: null, testMeanAuroc: result.metrics.meanAuroc, trainSeconds: 0, flops: 0, imagesSeen: 0 },
     };
   }
 
@@ -37,9 +37,10 @@ export const runTrial: TrialRunner = async (spec, context) => {
       runId: result.runId,
       summary: {
         valMeanAuroc: result.valMeanAuroc,
-        testMeanAuroc: result.metrics.meanAuroc,
+        testMeanAuroc: result.metrics?.meanAuroc ?? null,
         trainSeconds: result.cost.trainSeconds,
         flops: result.cost.flops,
+        imagesSeen: result.cost.imagesSeen,
       },
     };
   }

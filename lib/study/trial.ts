@@ -28,9 +28,12 @@ export interface TrialResult {
 
 export interface TrialSummary {
   valMeanAuroc: number | null;
+  /** Null for a training run with test evaluation off (a search trial). */
   testMeanAuroc: number | null;
   trainSeconds: number;
   flops: number;
+  /** Training images processed (cost.json imagesSeen). Absent from summaries of older workers. */
+  imagesSeen?: number;
 }
 
 export interface TrialProgress {

@@ -29,6 +29,11 @@ export interface TrainConfig {
   dataset: 'chestxray14' | 'luna16' | 'brats';
   /** Dataset folder. */
   data: string;
+  /**
+   * Options of the dataset opener, e.g. BraTS {positiveMinAreaMm2: 200} or LUNA16 {mode: 'patch'}.
+   * The opener rejects keys it does not know; the split limits come from `limit`, not from here.
+   */
+  datasetOptions: Record<string, unknown>;
   /** Freeze plan: a unit list such as 'vision.block.8-11,vision.head,head', 'all', 'head', or plan JSON. */
   trainUnits: string;
   /** Top vision blocks cut off. */
@@ -70,6 +75,11 @@ export interface TrainConfig {
   seed: number;
   /** Bootstrap resamples for the test confidence intervals (patient level). */
   bootstrap: number;
+  /**
+   * Score the test split after training (metrics.json, predictions.csv). Search trials turn it
+   * off: they are compared on validation AUROC only, so test data stays out of the selection.
+   */
+  evaluateTest: boolean;
   /** Source-domain sets for forgetting (zero-shot top-1 before and after). */
   source: SourceSet[];
   /** Cache the frozen prefix's activations on disk (only without augmentation). */
@@ -83,6 +93,7 @@ export interface TrainConfig {
 export const TRAIN_DEFAULTS: Omit<TrainConfig, 'checkpoint' | 'data'> = {
   method: '',
   dataset: 'chestxray14',
+  datasetOptions: {},
   trainUnits: 'all',
   truncate: 0,
   planFrom: null,
@@ -108,6 +119,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'checkpoint' | 'data'> = {
   limit: { train: null, val: null, test: null },
   seed: 0,
   bootstrap: 200,
+  evaluateTest: true,
   source: [],
   activationCache: true,
   cacheDir: null,
@@ -125,6 +137,7 @@ export const TRAIN_SCHEMA = {
     checkpoint: { type: 'string', minLength: 1 },
     dataset: { enum: ['chestxray14', 'luna16', 'brats'] },
     data: { type: 'string', minLength: 1 },
+    datasetOptions: { type: 'object' },
     trainUnits: { type: 'string', minLength: 1 },
     truncate: { type: 'integer', minimum: 0 },
     planFrom: { type: ['string', 'null'] },
@@ -152,6 +165,7 @@ export const TRAIN_SCHEMA = {
     },
     seed: { type: 'integer', minimum: 0 },
     bootstrap: { type: 'integer', minimum: 0 },
+    evaluateTest: { type: 'boolean' },
     source: {
       type: 'array',
       items: {
@@ -212,6 +226,7 @@ export function parseTrainConfig(raw: unknown, origin = 'train config'): TrainCo
   const config: TrainConfig = {
     ...TRAIN_DEFAULTS,
     ...given,
+    datasetOptions: { ...given.datasetOptions },
     limit: { ...TRAIN_DEFAULTS.limit, ...given.limit },
     source: (given.source ?? []).map((s) => ({ ...s, limitPerClass: s.limitPerClass ?? 10 })),
   };
@@ -223,6 +238,9 @@ export function parseTrainConfig(raw: unknown, origin = 'train config'): TrainCo
     throw new ConfigError(
       `Invalid ${origin}: 'batchSize' ${config.batchSize} is not a multiple of 'microBatchSize' ${config.microBatchSize}. Choose a micro-batch size that divides the batch size.`,
     );
+  }
+  if ('limit' in config.datasetOptions) {
+    throw new ConfigError(`Invalid ${origin}: 'datasetOptions.limit' is not allowed. Set the images per split with the 'limit' key (flag --limit) instead.`);
   }
   return config;
 }
@@ -237,6 +255,9 @@ export function loadTrainConfigFile(file: string): Record<string, unknown> {
     const value = raw[key];
     if (typeof value === 'string' && !path.isAbsolute(value)) raw[key] = path.resolve(base, value);
   }
+  if (raw.datasetOptions && typeof raw.datasetOptions === 'object' && !Array.isArray(raw.datasetOptions)) {
+    raw.datasetOptions = resolveDatasetOptionPaths(raw.datasetOptions as Record<string, unknown>, base);
+  }
   if (Array.isArray(raw.source)) {
     raw.source = raw.source.map((s: unknown) => {
       const set = s as Record<string, unknown>;
@@ -247,10 +268,27 @@ export function loadTrainConfigFile(file: string): Record<string, unknown> {
 }
 
 /**
+ * Resolves the relative file and folder paths among dataset options (keys ending in File, Csv or
+ * Dir, such as splitFile or annotationsCsv) against `base`, the folder of the config file.
+ */
+export function resolveDatasetOptionPaths(options: Record<string, unknown>, base: string): Record<string, unknown> {
+  const resolved: Record<string, unknown> = { ...options };
+  for (const [key, value] of Object.entries(options)) {
+    if (/(File|Csv|Dir)$/.test(key) && typeof value === 'string' && !path.isAbsolute(value)) resolved[key] = path.resolve(base, value);
+  }
+  return resolved;
+}
+
+/**
  * Returns the part of a config that determines a run's results, for its run id: everything
- * except where records and caches are written.
+ * except where records and caches are written. Keys at their defaults that older versions did
+ * not have (empty datasetOptions, evaluateTest true) are left out, so recorded runs keep their ids.
  */
 export function identityOf(config: TrainConfig): Record<string, unknown> {
-  const { runs: _runs, cacheDir: _cacheDir, activationCache: _activationCache, ...identity } = config;
-  return identity;
+  const { runs: _runs, cacheDir: _cacheDir, activationCache: _activationCache, datasetOptions, evaluateTest, ...identity } = config;
+  return {
+    ...identity,
+    ...(Object.keys(datasetOptions).length > 0 ? { datasetOptions } : {}),
+    ...(evaluateTest ? {} : { evaluateTest }),
+  };
 }

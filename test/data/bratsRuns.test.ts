@@ -62,6 +62,6 @@ sharedTest('brats training run completes', async (t) => {
   for (const file of ['history.json', 'cost.json', 'metrics.json', 'predictions.csv']) {
     t.true(fs.existsSync(path.join(result.runDir, file)), file);
   }
-  t.is(result.metrics.n, 8);
-  t.is(typeof result.metrics.meanAuroc, 'number');
+  t.is(result.metrics?.n, 8);
+  t.is(typeof result.metrics?.meanAuroc, 'number');
 });

@@ -32,10 +32,10 @@ sharedTest('luna16 zero-shot run completes', async (t) => {
   const config = readJson(path.join(result.runDir, 'config.json'));
   t.is(config.dataset, 'luna16');
   t.is(config.kind, 'zero-shot');
-  t.is(result.metrics.n, 8);
+  t.is(result.metrics?.n, 8);
   t.deepEqual(result.metrics.findings, ['Nodule']);
   t.true(result.metrics.perFinding.Nodule.positives > 0);
-  t.is(typeof result.metrics.meanAuroc, 'number');
+  t.is(typeof result.metrics?.meanAuroc, 'number');
   const rows = fs.readFileSync(path.join(result.runDir, 'predictions.csv'), 'utf8').trim().split('\n');
   t.is(rows.length, 1 + 8);
 });
@@ -62,6 +62,6 @@ sharedTest('luna16 training run completes', async (t) => {
   for (const file of ['history.json', 'cost.json', 'metrics.json', 'predictions.csv']) {
     t.true(fs.existsSync(path.join(result.runDir, file)), file);
   }
-  t.is(result.metrics.n, 8);
-  t.is(typeof result.metrics.meanAuroc, 'number');
+  t.is(result.metrics?.n, 8);
+  t.is(typeof result.metrics?.meanAuroc, 'number');
 });

@@ -60,3 +60,31 @@ test('executor evaluator runs search trials', async (t) => {
   t.true(seen.every((s) => s.kind === 'train' && s.checkpointSha256 === 'a'.repeat(64)));
   t.is(new Set(seen.map((s) => s.id)).size, seen.length, 'distinct trials get distinct job ids');
 });
+
+test('trial config turns test evaluation off', (t) => {
+  const config = trialTrainConfig(trial({}), { base: { ...base, evaluateTest: true }, trainImages: 100 });
+  t.is(config.evaluateTest, false);
+});
+
+test('executor evaluator reports images seen', async (t) => {
+  const executor = new LocalExecutor('unused', async (spec) => ({
+    id: spec.id,
+    runId: spec.id,
+    summary: { valMeanAuroc: 0.5, testMeanAuroc: null, trainSeconds: 1, flops: 1e9, imagesSeen: 48 },
+  }));
+  const evaluate = executorTrialEvaluator(executor, { base, trainImages: 100, checkpointSha256: 'a'.repeat(64), dataFingerprint: 'b'.repeat(64) });
+  const result = await evaluate(trial({}));
+  t.is(result.cost.imagesSeen, 48);
+});
+
+test('executor evaluator reads older summaries', async (t) => {
+  // A worker from before the imagesSeen field returns a summary without it.
+  const executor = new LocalExecutor('unused', async (spec) => ({
+    id: spec.id,
+    runId: spec.id,
+    summary: { valMeanAuroc: 0.5, testMeanAuroc: null, trainSeconds: 1, flops: 1e9 },
+  }));
+  const evaluate = executorTrialEvaluator(executor, { base, trainImages: 100, checkpointSha256: 'a'.repeat(64), dataFingerprint: 'b'.repeat(64) });
+  const result = await evaluate(trial({}));
+  t.is(result.cost.imagesSeen, 0);
+});

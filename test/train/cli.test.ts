@@ -39,6 +39,18 @@ test('train config file error names key', (t) => {
   fs.rmSync(dir, { recursive: true });
 });
 
+test('train rejects invalid dataset options', (t) => {
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', '/x', '--data', '/y', '--dataset-options', '{positiveMinAreaMm2: 200}']);
+  t.not(code, 0);
+  t.regex(stderr, /--dataset-options must be a JSON object, but '\{positiveMinAreaMm2: 200\}' is invalid JSON/);
+});
+
+test('train rejects dataset options array', (t) => {
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', '/x', '--data', '/y', '--dataset-options', '[1]']);
+  t.not(code, 0);
+  t.regex(stderr, /--dataset-options must be a JSON object such as/);
+});
+
 test('train rejects malformed limit', (t) => {
   const { code, stderr } = clipfreeze(['train', '--checkpoint', '/x', '--data', '/y', '--limit', 'train=ten']);
   t.not(code, 0);

@@ -74,3 +74,43 @@ test('config identity ignores output folders', (t) => {
   t.deepEqual(a, b);
   t.notDeepEqual(a, identityOf(parseTrainConfig({ ...minimal, seed: 1 })));
 });
+
+test('config dataset options default empty', (t) => {
+  const config = parseTrainConfig(minimal);
+  t.deepEqual(config.datasetOptions, {});
+  t.true(config.evaluateTest);
+});
+
+test('config rejects non-object dataset options', (t) => {
+  const error = t.throws(() => parseTrainConfig({ ...minimal, datasetOptions: [1, 2] }), { instanceOf: ConfigError });
+  t.regex(error!.message, /invalid value for 'datasetOptions'/);
+});
+
+test('config rejects limit in dataset options', (t) => {
+  const error = t.throws(() => parseTrainConfig({ ...minimal, datasetOptions: { limit: 4 } }), { instanceOf: ConfigError });
+  t.regex(error!.message, /'datasetOptions\.limit' is not allowed/);
+});
+
+test('config identity includes dataset options', (t) => {
+  const plain = identityOf(parseTrainConfig(minimal));
+  const withOptions = identityOf(parseTrainConfig({ ...minimal, datasetOptions: { positiveMinAreaMm2: 200 } }));
+  t.notDeepEqual(plain, withOptions);
+  t.deepEqual(withOptions.datasetOptions, { positiveMinAreaMm2: 200 });
+});
+
+test('config identity omits new defaults', (t) => {
+  // Runs recorded before datasetOptions and evaluateTest existed must keep their run ids.
+  const identity = identityOf(parseTrainConfig(minimal));
+  t.false('datasetOptions' in identity);
+  t.false('evaluateTest' in identity);
+  t.is(identityOf(parseTrainConfig({ ...minimal, evaluateTest: false })).evaluateTest, false);
+});
+
+test('config file resolves dataset option paths', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-config-'));
+  const file = path.join(dir, 'train.json');
+  fs.writeFileSync(file, JSON.stringify({ ...minimal, datasetOptions: { splitFile: 'splits.csv', mode: 'slice' } }));
+  const raw = loadTrainConfigFile(file);
+  t.deepEqual(raw.datasetOptions, { splitFile: path.join(dir, 'splits.csv'), mode: 'slice' });
+  fs.rmSync(dir, { recursive: true });
+});
