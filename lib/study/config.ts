@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import AjvModule from 'ajv';
+import { resolveDatasetOptionPaths } from '../train/config.ts';
 
 export interface SourceSetConfig {
   /** Label in the report, e.g. 'cifar10-test'. */
@@ -23,6 +24,8 @@ export interface StudyConfig {
   checkpoint: string;
   dataset: 'chestxray14' | 'luna16' | 'brats';
   data: string;
+  /** Options of the dataset opener (e.g. a BraTS tumour-area threshold), passed to every run. */
+  datasetOptions: Record<string, unknown>;
   source: SourceSetConfig[];
   seeds: number[];
   /** Images per split; null = the whole split. */
@@ -48,6 +51,7 @@ export const STUDY_SCHEMA = {
     checkpoint: { type: 'string', minLength: 1 },
     dataset: { enum: ['chestxray14', 'luna16', 'brats'] },
     data: { type: 'string', minLength: 1 },
+    datasetOptions: { type: 'object' },
     source: {
       type: 'array',
       items: {
@@ -121,11 +125,16 @@ export function parseStudyConfig(raw: unknown, origin = 'study config'): StudyCo
     }
   }
 
+  if (config.datasetOptions && 'limit' in config.datasetOptions) {
+    throw new Error(`Invalid ${origin}: datasetOptions: 'limit' is not allowed. Set the images per split with the top-level 'limit' key instead.`);
+  }
+
   return {
     name: config.name,
     checkpoint: config.checkpoint,
     dataset: config.dataset,
     data: config.data,
+    datasetOptions: config.datasetOptions ?? {},
     source: (config.source ?? []).map((s) => ({ ...s, limitPerClass: s.limitPerClass ?? 10 })),
     seeds: config.seeds,
     limit: { train: null, val: null, test: null, ...config.limit },
@@ -153,6 +162,7 @@ export function loadStudyConfig(file: string): StudyConfig {
     ...config,
     checkpoint: resolve(config.checkpoint),
     data: resolve(config.data),
+    datasetOptions: resolveDatasetOptionPaths(config.datasetOptions, base),
     source: config.source.map((s) => ({ ...s, path: resolve(s.path) })),
   };
 }

@@ -52,7 +52,11 @@ export async function runStudy(config: StudyConfig, options: StudyOptions = {}):
   const checkpointHash = checkpointSha256(config.checkpoint);
   const dataHash = dataFingerprint(config.data);
 
-  const studyRecord = new RunRecord(runsDir, runIdFor('study', { ...config, runs: undefined, report: undefined }, config.name));
+  // Empty dataset options are left out of every id, so studies recorded before the option existed
+  // keep their study record and trial ids.
+  const { datasetOptions, ...withoutDatasetOptions } = config;
+  const studyIdentity = { ...withoutDatasetOptions, ...(Object.keys(datasetOptions).length > 0 ? { datasetOptions } : {}), runs: undefined, report: undefined };
+  const studyRecord = new RunRecord(runsDir, runIdFor('study', studyIdentity, config.name));
   studyRecord.writeJson('config.json', { kind: 'study', method: 'study', ...config, checkpointSha256: checkpointHash, dataFingerprint: dataHash });
   studyRecord.writeJson('environment.json', describeEnvironment({ checkpointSha256: checkpointHash }));
   studyRecord.appendLog(`start: ${config.methods.length} methods x ${config.seeds.length} seeds, executor ${executor.name}`);
@@ -130,6 +134,7 @@ function selectConfigFor(config: StudyConfig, method: Extract<MethodConfig, { ki
     checkpoint: config.checkpoint,
     dataset: config.dataset,
     data: config.data,
+    datasetOptions: config.datasetOptions,
     source: config.source[0]?.path ?? null,
     units: (units as number | undefined) ?? null,
     seed,
@@ -142,11 +147,13 @@ function selectConfigFor(config: StudyConfig, method: Extract<MethodConfig, { ki
 }
 
 function trialConfigFor(config: StudyConfig, method: MethodConfig, seed: number, selectRunDir: string | null): Record<string, unknown> {
+  const datasetOptions = Object.keys(config.datasetOptions).length > 0 ? { datasetOptions: config.datasetOptions } : {};
   if (method.kind === 'zero-shot') {
     return {
       checkpoint: config.checkpoint,
       data: config.data,
       dataset: config.dataset,
+      ...datasetOptions,
       split: 'test',
       ...(config.limit.test !== null ? { limit: config.limit.test } : {}),
       bootstrap: config.bootstrap,
@@ -161,6 +168,7 @@ function trialConfigFor(config: StudyConfig, method: MethodConfig, seed: number,
     checkpoint: config.checkpoint,
     data: config.data,
     dataset: config.dataset,
+    ...datasetOptions,
     limit: config.limit,
     seed,
     bootstrap: config.bootstrap,

@@ -24,6 +24,15 @@ shared('search trains trials and writes record', async (t) => {
   checkRecord(t, runDir, 'search');
   const trials = fs.readFileSync(path.join(runDir, 'trials.jsonl'), 'utf8').trim().split('\n');
   t.is(trials.length, 3);
+
+  // Trials are ranked on validation AUROC, so their run records have no test evaluation.
+  const trialRuns = fs.readdirSync(path.join(runDir, 'trials')).filter((name) => fs.existsSync(path.join(runDir, 'trials', name, 'complete.json')));
+  t.is(trialRuns.length, 3);
+  for (const name of trialRuns) {
+    t.false(fs.existsSync(path.join(runDir, 'trials', name, 'metrics.json')), `${name} has no metrics.json`);
+    t.false(fs.existsSync(path.join(runDir, 'trials', name, 'predictions.csv')), `${name} has no predictions.csv`);
+  }
+
   const details = selection.details as { pareto: unknown[]; best: { budget: number } };
   t.is(details.best.budget, 1);
   t.true(details.pareto.length >= 1);
