@@ -6,6 +6,7 @@
 // checkpoints were trained on Pillow's output. For 8-bit images it runs a horizontal then a
 // vertical pass, each with fixed-point weights, rounding and clipping to 0..255. RGBA images are
 // resized with premultiplied alpha as Pillow does, and the alpha channel is then dropped.
+import fs from 'node:fs';
 import sharp from 'sharp';
 import type { ClipConfig } from './config.ts';
 import { CLIP_IMAGE_MEAN, CLIP_IMAGE_STD } from './config.ts';
@@ -31,8 +32,8 @@ export interface RawImage {
 export class ImageDecodeError extends Error {
   readonly file: string;
 
-  constructor(file: string, reason: string) {
-    super(`Failed to decode image ${file}: ${reason}. Check that the file is a complete PNG or JPEG, or remove it from the dataset.`);
+  constructor(file: string, reason: string, fix = 'Check that the file is a complete PNG or JPEG, or remove it from the dataset.') {
+    super(`Failed to decode image ${file}: ${reason}. ${fix}`);
     this.name = 'ImageDecodeError';
     this.file = file;
   }
@@ -53,6 +54,19 @@ export function preprocessKey(cfg: PreprocessConfig): string {
   return `clip-pil-bicubic-v${PIPELINE_VERSION}:size=${cfg.size}:mean=${numbers(cfg.mean)}:std=${numbers(cfg.std)}`;
 }
 
+/** Rejects a path that does not exist or is not a regular file, before sharp reports it as a format error. */
+function checkImageFile(file: string): void {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ImageDecodeError(file, 'file not found', 'Check the path.');
+    throw new ImageDecodeError(file, (err as Error).message, 'Check the path and its permissions.');
+  }
+  if (!stat.isFile()) throw new ImageDecodeError(file, 'the path is a directory, not an image file', 'Pass the path of a PNG or JPEG file.');
+}
+
 /**
  * Decodes an image file or buffer to raw pixels. 8-bit images come back as RGB or RGBA bytes
  * (grey is replicated to RGB, which gives the same result as Pillow's mode L resize), and
@@ -60,6 +74,7 @@ export function preprocessKey(cfg: PreprocessConfig): string {
  */
 export async function decodeImage(input: string | Buffer): Promise<RawImage> {
   const name = typeof input === 'string' ? input : '<in-memory image>';
+  if (typeof input === 'string') checkImageFile(input);
   try {
     // Pillow ignores embedded ICC profiles, so sharp must not convert colours either.
     const image = sharp(input, { ignoreIcc: true, failOn: 'error' });

@@ -171,6 +171,20 @@ test('missing file throws decode error', async (t) => {
   await t.throwsAsync(preprocessImage(file, DEFAULT_PREPROCESS), { instanceOf: ImageDecodeError });
 });
 
+test('missing file error says not found', async (t) => {
+  const file = path.join(tmpDir(), 'absent.jpg');
+  const error = await t.throwsAsync(preprocessImage(file, DEFAULT_PREPROCESS));
+  t.regex(error?.message ?? '', /file not found/);
+  t.notRegex(error?.message ?? '', /complete PNG/);
+});
+
+test('directory path throws decode error', async (t) => {
+  const dir = tmpDir();
+  const error = await t.throwsAsync(preprocessImage(dir, DEFAULT_PREPROCESS), { instanceOf: ImageDecodeError });
+  t.regex(error?.message ?? '', /is a directory/);
+  t.is(error?.file, dir);
+});
+
 test('raw image with wrong length is rejected', async (t) => {
   const raw: RawImage = { data: new Uint8Array(10), width: 4, height: 4, channels: 3 };
   await t.throwsAsync(preprocessImage(raw, DEFAULT_PREPROCESS), { message: /expected 48/ });
