@@ -205,8 +205,22 @@ function parseRecords(text: string, file: string, keep?: Set<string>): Array<{ r
     const parsed = parse(kept.join('\n'), { relax_column_count: true }) as string[][];
     return parsed.map((record, k) => ({ record, line: lineNumbers[k] }));
   } catch (err) {
-    throw new Error(`Invalid CSV in label file ${file}: ${(err as Error).message}`);
+    throw new Error(`Invalid CSV in label file ${file}: ${describeCsvError(err as Error & { code?: string }, text)} Fix or remove that row.`);
   }
+}
+
+/**
+ * Describes a csv-parse error. An unclosed quote makes the parser read to the end of the file,
+ * so its message names the last line. The first line with an odd number of quotes is where the
+ * quote opened, because no field of the label file spans lines.
+ */
+function describeCsvError(err: Error & { code?: string }, text: string): string {
+  if (err.code !== 'CSV_QUOTE_NOT_CLOSED') return `${err.message}.`;
+
+  const lines = text.split(/\r?\n/);
+  const index = lines.findIndex((line) => (line.match(/"/g)?.length ?? 0) % 2 === 1);
+  if (index < 0) return `${err.message}.`;
+  return `a double quote opened on line ${index + 1} is never closed (line ${index + 1}: ${JSON.stringify(lines[index].slice(0, 80))}).`;
 }
 
 function isSubset(a: Set<string>, b: Set<string>): boolean {

@@ -57,6 +57,14 @@ test('labels strict names malformed line', (t) => {
   t.throws(() => parseLabelText(text, 'x.csv', { strict: true }), { message: /x\.csv line 3: expected 11 fields, found 4/ });
 });
 
+test('labels unclosed quote names its line', (t) => {
+  const text = [HEADER_2020, row('a.png', 'Effusion'), row('b.png', '"Mass'), row('c.png', 'Nodule'), row('d.png', 'Hernia')].join('\n');
+  const error = t.throws(() => parseLabelText(text, 'x.csv'));
+  t.regex(error?.message ?? '', /x\.csv/);
+  t.regex(error?.message ?? '', /quote opened on line 3 is never closed/);
+  t.regex(error?.message ?? '', /Fix or remove that row/);
+});
+
 test('labels reject missing column', (t) => {
   t.throws(() => parseLabelText('Image Index,Finding Labels\na.png,Mass\n', 'x.csv'), { message: /no 'Patient ID' column/ });
 });
