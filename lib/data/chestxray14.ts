@@ -112,7 +112,9 @@ export class ChestXray14Dataset implements TargetDataset {
   static open(dir: string, options: ChestXray14Options = {}): ChestXray14Dataset {
     rejectUnknownOptions(options, CHESTXRAY14_OPTION_KEYS, 'ChestX-ray14');
     const root = path.resolve(dir);
-    if (!fs.existsSync(root)) throw new Error(`ChestX-ray14 folder not found: ${root}`);
+    const expected = 'the folder that contains Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), train_val_list.txt, test_list.txt and images/';
+    if (!fs.existsSync(root)) throw new Error(`ChestX-ray14 folder not found: ${root}. Pass ${expected}.`);
+    if (!fs.statSync(root).isDirectory()) throw new Error(`ChestX-ray14 path ${root} is a file, not a folder. Pass ${expected}.`);
     const started = Date.now();
 
     // 1. Images present on disk, and the official split lists.

@@ -197,6 +197,21 @@ sharedTest('chestxray14 missing folder error', (t) => {
   fs.rmSync(dir, { recursive: true });
 });
 
+test('chestxray14 absent folder names fix', (t) => {
+  const dir = path.join(os.tmpdir(), 'clipfreeze-absent-dataset');
+  const error = t.throws(() => ChestXray14Dataset.open(dir, noDecode));
+  t.regex(error?.message ?? '', /ChestX-ray14 folder not found: .*clipfreeze-absent-dataset/);
+  t.regex(error?.message ?? '', /Pass the folder that contains Data_Entry_2017_v2020\.csv/);
+});
+
+test('chestxray14 file path rejected', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-file-'));
+  const file = path.join(dir, 'Data_Entry_2017_v2020.csv');
+  fs.writeFileSync(file, 'Image Index\n');
+  t.throws(() => ChestXray14Dataset.open(file, noDecode), { message: /is a file, not a folder\. Pass the folder/ });
+  fs.rmSync(dir, { recursive: true });
+});
+
 sharedTest('chestxray14 image folder passed directly', (t) => {
   t.throws(() => ChestXray14Dataset.open(path.join(SAMPLE_DIR, 'images'), noDecode), { message: /contains images itself: pass the folder that contains it/ });
 });
