@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import test from 'ava';
 import { chromium } from 'playwright-core';
 import { PROJECT_ROOT, hasShared, sharedPath } from '../helpers/shared.ts';
@@ -69,33 +69,26 @@ test('notebookProblems finds cell errors', (t) => {
   t.regex(problems[2], /cell 3: Error: boom/);
 });
 
-runTest('notebooks execute without errors', async (t) => {
-  const runs = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-notebook-runs-'));
-  const result = spawnSync('npx', ['tsx', 'scripts/run-notebooks.ts'], {
-    cwd: PROJECT_ROOT,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      CLIPFREEZE_CHECKPOINT: sharedPath('fixtures', 'clip-mini', 'hf-format'),
-      CLIPFREEZE_DATA: sharedPath('data', 'chestxray14-sample'),
-      CLIPFREEZE_SOURCE_DATA: sharedPath('data', 'natural'),
-      CLIPFREEZE_RUNS: runs,
-    },
-  });
-  t.is(result.status, 0, result.stderr.split('\n').slice(-20).join('\n'));
+// One serial test per notebook, in file order: 07-comparison reads the runs the others record,
+// and each finished test resets ava's inactivity timeout (a notebook takes minutes).
+const runsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-notebook-runs-'));
+const serialRunTest = runTest === test ? test.serial : test.skip;
 
-  for (const name of notebooks) {
+for (const name of notebooks) {
+  serialRunTest(`notebook ${name.replace(/\.ipynb$/, '')} executes`, async (t) => {
+    t.timeout(30 * 60_000);
+    const result = await runNotebookCommand(name.replace(/\.ipynb$/, ''));
+    t.is(result.status, 0, result.stderr.split('\n').slice(-20).join('\n'));
+
     const executed = path.join(OUT_DIR, name);
     t.true(fs.existsSync(executed), `${name} executed`);
     t.deepEqual(notebookProblems(readNotebook(executed) as Parameters<typeof notebookProblems>[0]), [], name);
-  }
-  t.true(fs.existsSync(path.join(OUT_DIR, 'comparison-report.html')), 'comparison notebook writes the report');
+    if (name.startsWith('07-comparison')) t.true(fs.existsSync(path.join(OUT_DIR, 'comparison-report.html')), 'comparison notebook writes the report');
 
-  // The HTML copies must show their figures: Plotly errors surface only in a browser.
-  if (!fs.existsSync(CHROMIUM)) return;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
-  try {
-    for (const name of notebooks) {
+    // The HTML copy must show its figures: Plotly errors surface only in a browser.
+    if (!fs.existsSync(CHROMIUM)) return;
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    try {
       const page = await browser.newPage();
       const pageErrors: string[] = [];
       page.on('pageerror', (err) => pageErrors.push(err.message));
@@ -108,9 +101,28 @@ runTest('notebooks execute without errors', async (t) => {
       t.true(plots > 0, `${name} shows a figure`);
       t.true(drawn >= plots, `${name}: ${drawn} SVGs for ${plots} figures`);
       t.deepEqual(pageErrors, [], `${name} page errors`);
-      await page.close();
+    } finally {
+      await browser.close();
     }
-  } finally {
-    await browser.close();
-  }
-});
+  });
+}
+
+/** Runs `npm run notebooks -- <prefix>` with the test inputs, without blocking the test worker. */
+function runNotebookCommand(prefix: string): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('npx', ['tsx', 'scripts/run-notebooks.ts', prefix], {
+      cwd: PROJECT_ROOT,
+      env: {
+        ...process.env,
+        CLIPFREEZE_CHECKPOINT: sharedPath('fixtures', 'clip-mini', 'hf-format'),
+        CLIPFREEZE_DATA: sharedPath('data', 'chestxray14-sample'),
+        CLIPFREEZE_SOURCE_DATA: sharedPath('data', 'natural'),
+        CLIPFREEZE_RUNS: runsDir,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
+}
