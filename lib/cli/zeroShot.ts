@@ -35,6 +35,7 @@ interface ZeroShotCliOptions {
   seed: number;
   batchSize: number;
   force?: boolean;
+  strictImages?: boolean;
 }
 
 export function register(program: Command): void {
@@ -53,6 +54,7 @@ export function register(program: Command): void {
     .option('--seed <s>', 'seed of the sample and the bootstrap', nonNegativeInteger('--seed'), 0)
     .option('--batch-size <n>', 'images per forward pass', positiveInteger('--batch-size'), 16)
     .option('--force', 'recompute even when a complete record of this config exists')
+    .option('--strict-images', 'fail when an image listed in the split lists is missing, instead of skipping it (ChestX-ray14)')
     .action(async (opts: ZeroShotCliOptions, cmd: Command) => {
       if (!['test', 'val', 'train'].includes(opts.split)) throw new Error(`Invalid --split '${opts.split}': expected test, val or train.`);
       const backend = (cmd.optsWithGlobals() as { backend?: string }).backend;
@@ -69,6 +71,8 @@ export function register(program: Command): void {
         seed: opts.seed,
         batchSize: opts.batchSize,
         force: opts.force,
+        // Only a strict run records the option, so the run ids of default runs stay as they were.
+        datasetOptions: opts.strictImages ? { strictImages: true } : undefined,
         backend,
       });
       const { metrics } = result;

@@ -124,7 +124,7 @@ export class ChestXray14Dataset implements TargetDataset {
     const absent = listed.filter((name) => !scan.files.has(name));
     if (absent.length > 0) {
       const message = `${absent.length} of ${listed.length} images listed in the split lists are missing from ${root} (first: ${absent.slice(0, NAMES_SHOWN).join(', ')})`;
-      if (options.strictImages) throw new Error(`${message}. Download the missing images, or open the dataset without strictImages to skip them.`);
+      if (options.strictImages) throw new Error(`${message}. Download the missing images, or open the dataset without the strictImages option (--strict-images) to skip them.`);
       logger.warn(`${message}. They are skipped.`);
     }
     const unlisted = [...scan.files.keys()].filter((name) => !official.trainVal.has(name) && !official.test.has(name));

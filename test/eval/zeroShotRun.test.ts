@@ -104,6 +104,13 @@ sharedTest('invalid split is rejected', async (t) => {
   t.regex(String((error as { stderr?: string }).stderr), /Invalid --split 'dev'/);
 });
 
+sharedTest('zero-shot strict images rejects missing', async (t) => {
+  const error = await t.throwsAsync(cli([...runArgs, '--strict-images']));
+  const stderr = String((error as { stderr?: string }).stderr);
+  t.regex(stderr, /images listed in the split lists are missing/);
+  t.regex(stderr, /--strict-images/);
+});
+
 sharedTest('zero-shot records forgetting baseline', async (t) => {
   const { runZeroShot } = await import('../../lib/eval/zeroShotRun.ts');
   process.env.CLIPFREEZE_CACHE_DIR = env.CLIPFREEZE_CACHE_DIR;
