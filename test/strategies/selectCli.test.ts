@@ -66,3 +66,18 @@ test('select config merges file and flags', (t) => {
   t.is(config.budget?.maxBudget, 4);
   t.deepEqual(config.settings.truncations, [0, 1]);
 });
+
+test('select config merges dataset options', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-select-config-'));
+  const file = path.join(dir, 'select.json');
+  fs.writeFileSync(file, JSON.stringify({ strategy: 'gradient', checkpoint: 'ckpt', data: 'data', dataset: 'brats', datasetOptions: { positiveMinAreaMm2: 200, sliceStride: 2 } }));
+  const config = buildSelectConfig({ config: file, datasetOptions: { sliceStride: 4 } } as unknown as Parameters<typeof buildSelectConfig>[0]);
+  t.deepEqual(config.datasetOptions, { positiveMinAreaMm2: 200, sliceStride: 4 });
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('select CLI rejects invalid options JSON', async (t) => {
+  const { code, stderr } = await cli(['select', '--strategy', 'gradient', '--checkpoint', 'x', '--data', 'y', '--dataset-options', '{mode: slice}']);
+  t.not(code, 0);
+  t.regex(stderr, /Invalid JSON '\{mode: slice\}'/);
+});

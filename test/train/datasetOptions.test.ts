@@ -2,6 +2,7 @@
 // fixture. Train and select runs record the options, which change their run ids. The openers
 // reject unknown keys. A run with evaluateTest false is complete without test files.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { loadRuns } from '../../lib/report/load.ts';
 import { runSelect, type SelectConfig } from '../../lib/strategies/selectRun.ts';
 import { trainRun } from '../../lib/train/trainer.ts';
 import { initBackend } from '../../lib/util/backend.ts';
-import { hasShared, sharedPath } from '../helpers/shared.ts';
+import { hasShared, PROJECT_ROOT, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'brats-sample') ? test.serial : test.serial.skip;
 const checkpoint = sharedPath('fixtures', 'clip-mini', 'hf-format');
@@ -128,4 +129,16 @@ sharedTest('train run without test evaluation', async (t) => {
   t.is(again.metrics, null);
   const [loaded] = loadRuns(runs);
   t.is(loaded.metrics, null);
+});
+
+sharedTest('zero-shot CLI passes dataset options', (t) => {
+  const runs = tempRuns(t);
+  const args = ['zero-shot', '--checkpoint', checkpoint, '--data', data, '--dataset', 'brats', '--runs', runs, '--dataset-options', '{"tumourArea": 200}'];
+  const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), ...args], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' },
+    encoding: 'utf8',
+  });
+  t.not(result.status, 0);
+  t.regex(result.stderr, /Unknown BraTS option\(s\) tumourArea/);
 });
