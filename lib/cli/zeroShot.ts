@@ -63,7 +63,8 @@ export function register(program: Command): void {
         data: opts.data,
         split: opts.split,
         dataset: opts.dataset,
-        datasetOptions: opts.datasetOptions,
+        // Only a strict run records strictImages, so the run ids of default runs stay as they were.
+        datasetOptions: opts.strictImages ? { ...opts.datasetOptions, strictImages: true } : opts.datasetOptions,
         limit: opts.limit,
         runsDir: opts.runs,
         promptsFile: opts.prompts,
@@ -71,8 +72,6 @@ export function register(program: Command): void {
         seed: opts.seed,
         batchSize: opts.batchSize,
         force: opts.force,
-        // Only a strict run records the option, so the run ids of default runs stay as they were.
-        datasetOptions: opts.strictImages ? { strictImages: true } : undefined,
         backend,
       });
       const { metrics } = result;
