@@ -51,6 +51,7 @@ export * from './report/pretrained.ts';
 export * from './report/render.ts';
 export * from './report/summary.ts';
 export * from './runs/record.ts';
+export * from './strategies/accumulate.ts';
 export * from './strategies/cka.ts';
 export * from './strategies/distance.ts';
 export * from './strategies/gradient.ts';
@@ -69,6 +70,7 @@ export * from './study/bullmqExecutor.ts';
 export * from './study/config.ts';
 export * from './study/defaultConfig.ts';
 export * from './study/errorReporter.ts';
+export * from './study/executors.ts';
 export * from './study/fingerprint.ts';
 export * from './study/localExecutor.ts';
 export * from './study/redis.ts';
@@ -84,6 +86,7 @@ export * from './train/checkpointState.ts';
 export * from './train/clipGrad.ts';
 export * from './train/config.ts';
 export * from './train/cost.ts';
+export * from './train/frozenVariables.ts';
 export * from './train/gradientBuffer.ts';
 export * from './train/head.ts';
 export * from './train/imagePath.ts';
@@ -99,6 +102,8 @@ export * from './util/rng.ts';
 
 export type { TrialSpec } from './study/trial.ts';
 export type { TrialSpec as SearchTrialSpec } from './strategies/search.ts';
+export { accumulateGradients } from './train/trainer.ts';
+export { accumulateGradients as accumulateWeightedLossGradients } from './strategies/accumulate.ts';
 
 // A child-process entry point: importing it installs process handlers, so only its types are API.
 export type { TrialProcessRequest, TrialProcessMessage } from './study/trialProcess.ts';
