@@ -71,3 +71,13 @@ test('metrics cli names bad file', (t) => {
   t.regex(stderr, /Invalid score 'oops' at .*p\.csv line 3, column 'score:A'/);
   fs.rmSync(dir, { recursive: true });
 });
+
+test('metrics cli names empty file', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-metrics-'));
+  const file = path.join(dir, 'empty.csv');
+  fs.writeFileSync(file, 'image,patient,split,label:A,score:A\n');
+  const { code, stderr } = runCli(['metrics', '--predictions', file, '--bootstrap', '0']);
+  t.is(code, 1);
+  t.regex(stderr, /empty\.csv has a header but no prediction rows/);
+  fs.rmSync(dir, { recursive: true });
+});
