@@ -18,7 +18,7 @@ export interface MetricsCommandOptions {
 /** Reads a predictions file, keeps the requested split and evaluates it. */
 export function runMetrics(options: MetricsCommandOptions): MetricsJson {
   const predictions = readPredictions(options.predictions);
-  if (predictions.rows.length === 0) throw new Error(`${options.predictions} has a header but no prediction rows; write one row per image.`);
+  if (predictions.rows.length === 0) throw new Error(`${options.predictions} has a header but no prediction rows. Write one row per image.`);
   if (options.split) {
     predictions.rows = predictions.rows.filter((row) => row.split === options.split);
     if (predictions.rows.length === 0) throw new Error(`${options.predictions} has no rows with split '${options.split}'.`);

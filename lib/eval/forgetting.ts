@@ -35,6 +35,8 @@ export interface SourceAccuracyOptions {
   tokenizer: ClipTokenizer;
   /** Folder-per-class image set, or its path. */
   set: ImageFolderSet | string;
+  /** Name of the set in logs and results, as the study config names it. Default: the folder name. */
+  name?: string;
   preprocess: PreprocessConfig;
   /** Images per class, drawn with `seed`. All images when omitted. */
   limitPerClass?: number;
@@ -85,11 +87,12 @@ export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Pr
   const samples = sampleImageFolder(set, options.limitPerClass, seed);
   const classes = classEmbeddings(options.textModel, options.tokenizer, set.classNames, templates);
   const size = options.preprocess.size;
+  const name = options.name ?? set.name;
 
   let correct = 0;
   let n = 0;
   let skipped = 0;
-  const progress = createProgress(`forgetting ${set.name}`, samples.length);
+  const progress = createProgress(`forgetting ${name}`, samples.length);
   for (let start = 0; start < samples.length; start += batchSize) {
     const batch = samples.slice(start, start + batchSize);
 
@@ -127,9 +130,9 @@ export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Pr
 
   if (n === 0) throw new Error(`No image of ${set.root} could be decoded (${skipped} skipped); forgetting cannot be measured on it.`);
   const accuracy = correct / n;
-  logger.info(`${set.name}: zero-shot top-1 ${(accuracy * 100).toFixed(2)}% on ${n} images, ${set.classNames.length} classes${skipped ? `, ${skipped} skipped` : ''}`);
+  logger.info(`${name}: zero-shot top-1 ${(accuracy * 100).toFixed(2)}% on ${n} images, ${set.classNames.length} classes${skipped ? `, ${skipped} skipped` : ''}`);
   return {
-    name: set.name,
+    name,
     root: set.root,
     accuracy,
     correct,

@@ -180,7 +180,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     if (options.source?.length) {
       const accuracies: SourceAccuracy[] = [];
       for (const set of options.source) {
-        const result = await sourceZeroShotAccuracy({ imageModel: model, textModel: model, tokenizer, set: set.path, preprocess, limitPerClass: set.limitPerClass, seed });
+        const result = await sourceZeroShotAccuracy({ imageModel: model, textModel: model, tokenizer, set: set.path, name: set.name, preprocess, limitPerClass: set.limitPerClass, seed });
         accuracies.push({ ...result, name: set.name });
       }
       record.writeJson('forgetting.json', summariseForgetting(accuracies, accuracies));

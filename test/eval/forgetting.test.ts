@@ -97,6 +97,14 @@ test('limit per class is seeded', async (t) => {
   t.is(result.seed, 5);
 });
 
+test('set name overrides folder name', async (t) => {
+  const root = await makeColourSet(1);
+  const named = await sourceZeroShotAccuracy({ imageModel: imageModel(), textModel, tokenizer, set: root, name: 'colours', preprocess: PREPROCESS });
+  const unnamed = await sourceZeroShotAccuracy({ imageModel: imageModel(), textModel, tokenizer, set: root, preprocess: PREPROCESS });
+  t.is(named.name, 'colours');
+  t.is(unnamed.name, path.basename(root));
+});
+
 test('corrupt images are skipped and counted', async (t) => {
   const root = await makeColourSet(2, 2);
   const result = await sourceZeroShotAccuracy({ imageModel: imageModel(), textModel, tokenizer, set: root, preprocess: PREPROCESS });
