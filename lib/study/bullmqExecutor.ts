@@ -221,7 +221,10 @@ export class BullmqExecutor implements TrialExecutor {
     trial: PendingTrial,
   ): Promise<{ result: TrialResult } | { error: string } | null> {
     const id = trial.spec.id;
-    const job = await queue.getJob(id);
+
+    // The state first, then the job: a job read before it finished has no return value yet.
+    const state = await queue.getJobState(id);
+    const job = state === 'unknown' ? undefined : await queue.getJob(id);
     if (!job) {
       // Redis lost the job (restarted without persistence, or flushed): add it again.
       log.warn(`Trial ${id} is no longer in Redis; enqueueing it again`);
@@ -229,8 +232,6 @@ export class BullmqExecutor implements TrialExecutor {
       trial.state = 'new';
       return null;
     }
-
-    const state = await job.getState();
     this.logTransition(trial, job, state);
     if (state === 'completed') {
       try {

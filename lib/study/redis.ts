@@ -76,7 +76,7 @@ export function maskRedisUrl(url: string): string {
   // and a password may contain '/' or '@' when a user did not percent-encode it.
   const withScheme = /^([a-z][a-z0-9+.-]*:\/\/)(.*)@/is;
   if (!withScheme.test(url)) {
-    // Without a scheme, a user cannot be told apart from a password, so all before the last '@' is masked.
+    // Without a scheme, the user and the password cannot be distinguished, so all before the last '@' is masked.
     return url.replace(/^.*@/s, '***@');
   }
   return url.replace(withScheme, (_match, scheme: string, userinfo: string) => {

@@ -17,7 +17,7 @@ export interface TrialProcessRequest {
 export type TrialProcessMessage =
   | { type: 'progress'; fraction: number; message: string }
   | { type: 'result'; result: TrialResult }
-  | { type: 'error'; message: string; stack?: string };
+  | { type: 'error'; name: string; message: string; stack?: string };
 
 type RunTrial = (
   spec: TrialSpec,
@@ -61,7 +61,7 @@ process.once('message', async (request: TrialProcessRequest) => {
     process.exit(0);
   } catch (err) {
     const error = err as Error;
-    await send({ type: 'error', message: error.message ?? String(err), stack: error.stack });
+    await send({ type: 'error', name: error.name ?? 'Error', message: error.message ?? String(err), stack: error.stack });
     process.exit(1);
   }
 });

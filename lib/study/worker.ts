@@ -82,7 +82,12 @@ export async function startTrialWorker(options: TrialWorkerOptions): Promise<Tri
   const running = new Map<string, ChildProcess>();
 
   const processor = async (job: Job<TrialJobData, TrialJobReturn>, token: string | undefined, signal?: AbortSignal): Promise<TrialJobReturn> => {
-    const spec = job.data.spec;
+    const spec = job.data?.spec;
+    if (!spec || typeof spec.id !== 'string' || !spec.config || typeof spec.config !== 'object') {
+      const message = `Job ${job.id} on queue '${queueName}' has no valid trial spec; only clipfreeze study and select add jobs to this queue.`;
+      log.error(message);
+      throw new UnrecoverableError(message);
+    }
     checkIdentity(spec, options.identity, name, options);
 
     const attempt = job.attemptsMade + 1;
@@ -112,6 +117,8 @@ export async function startTrialWorker(options: TrialWorkerOptions): Promise<Tri
         throw new WaitingError();
       }
       log.error(`Trial ${spec.id} failed (attempt ${attempt}/${attempts}): ${(err as Error).message}`);
+      // An invalid config fails the same way on every attempt and every worker.
+      if ((err as Error).name === 'ConfigError') throw new UnrecoverableError((err as Error).message);
       throw err;
     }
 
@@ -150,7 +157,7 @@ export async function startTrialWorker(options: TrialWorkerOptions): Promise<Tri
     await worker.close(true);
     throw err;
   }
-  void worker.run();
+  worker.run().catch((err: Error) => log.error(`Worker ${name} stopped taking trials: ${err.message}`));
   log.info(
     `Worker ${name} waiting for trials on queue '${queueName}' at ${shownUrl} ` +
       `(concurrency ${options.concurrency ?? 1}, lock ${timing.lockDurationMs / 1000} s, stalled check every ${timing.stalledIntervalMs / 1000} s)`,
@@ -272,7 +279,7 @@ function runTrialProcess(
     child.on('message', (message: TrialProcessMessage) => {
       if (message.type === 'progress') onProgress(message.fraction, message.message);
       else if (message.type === 'result') settled ??= message.result;
-      else if (message.type === 'error') settled ??= Object.assign(new Error(message.message), { stack: message.stack });
+      else if (message.type === 'error') settled ??= Object.assign(new Error(message.message), { name: message.name, stack: message.stack });
     });
 
     child.on('exit', (code, exitSignal) => {

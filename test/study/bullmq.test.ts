@@ -170,3 +170,31 @@ test.serial('bullmq reports missing planFrom selection', async (t) => {
   const error = await t.throwsAsync(executor.runAll([spec]).finally(() => executor.close()));
   t.regex(error!.message, /no-such-select-run does not exist\. Run the select step first/);
 });
+
+test.serial('bullmq fails invalid config without retry', async (t) => {
+  t.timeout(30_000);
+  const spec = makeSpec(inputs, { seed: 81, steps: 1, stepMs: 10, invalidConfig: true });
+  const executor = new BullmqExecutor({ redisUrl: redis.url, runsDir: path.join(inputs.root, 'config-runs'), pollIntervalMs: 200, backoffMs: 100 });
+  const error = await t.throwsAsync(executor.runAll([spec]).finally(() => executor.close()));
+
+  t.regex(error!.message, /failed after 1 attempt: invalid config of/);
+  t.is(countEvents(inputs, 'start').get(spec.id), 1);
+});
+
+test.serial('bullmq worker rejects foreign job', async (t) => {
+  t.timeout(30_000);
+  const queue = new Queue('clipfreeze-trials', { connection: parseRedisUrl(redis.url) });
+  t.teardown(() => queue.close());
+  await queue.add('other', { hello: 'world' }, { jobId: 'foreign-job', attempts: 3 });
+
+  const deadline = Date.now() + 20_000;
+  let state = await queue.getJobState('foreign-job');
+  while (state !== 'failed' && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    state = await queue.getJobState('foreign-job');
+  }
+  const job = await queue.getJob('foreign-job');
+  t.is(state, 'failed');
+  t.is(job?.attemptsMade, 1);
+  t.regex(job?.failedReason ?? '', /has no valid trial spec/);
+});

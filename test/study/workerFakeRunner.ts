@@ -19,6 +19,8 @@ export interface FakeTrialConfig {
   checkpoint?: string;
   data?: string;
   planFrom?: string;
+  /** Throws an error named ConfigError, as the trainer does for an invalid config. */
+  invalidConfig?: boolean;
 }
 
 function record(event: 'start' | 'finish' | 'abort', id: string): void {
@@ -43,6 +45,10 @@ export async function runTrial(
   record('start', spec.id);
   if ((config.failAttempts ?? 0) > 0 && startsOf(spec.id) <= config.failAttempts!) {
     throw new Error(`planned failure of ${spec.id}`);
+  }
+
+  if (config.invalidConfig) {
+    throw Object.assign(new Error(`invalid config of ${spec.id}`), { name: 'ConfigError' });
   }
 
   const steps = config.steps ?? 3;
