@@ -50,3 +50,8 @@ export function perFindingFrame(summaries: MethodSummary[], findings: string[]):
     }),
   );
 }
+
+/** Returns the rows of `frame` as objects (column name to value), e.g. for tableHtml. */
+export function frameRows(frame: dfd.DataFrame): Array<Record<string, unknown>> {
+  return dfd.toJSON(frame, { format: 'column' }) as Array<Record<string, unknown>>;
+}
