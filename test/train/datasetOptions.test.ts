@@ -47,7 +47,7 @@ function trainConfig(runs: string) {
     warmupSteps: 1,
     bootstrap: 0,
     trainUnits: 'vision.head,head',
-    limit: { train: 8, val: 6, test: 6 },
+    limit: { train: 4, val: 4, test: 4 },
   };
 }
 
