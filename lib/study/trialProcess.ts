@@ -2,7 +2,7 @@
 // seconds at a time, so the trial runs here while the parent process keeps renewing the BullMQ
 // job lock. A crash or out-of-memory error in a trial also leaves the worker running.
 //
-// Protocol (IPC messages): the parent sends one TrialProcessRequest; the child sends back any
+// Protocol (IPC messages): the parent sends one TrialProcessRequest. The child sends back any
 // number of progress messages and then one result or error message, and exits.
 import { pathToFileURL } from 'node:url';
 import type { TrialProgress, TrialResult, TrialSpec } from './trial.ts';
