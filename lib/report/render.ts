@@ -124,14 +124,19 @@ export function buildReportModel(runsDir: string): ReportModel {
   const summaries = summarizeMethods(runs);
   const findings = findingsOf(runs);
 
+  // Figures draw only the methods in the summary, so runs without a test evaluation (such as
+  // search trials recorded beside the study's runs) do not crowd the curves and plans.
+  const summarized = new Set(summaries.map((s) => s.method));
+  const drawn = runs.filter((r) => summarized.has(r.method));
+
   const candidates: Array<[string, figures.FigureSpec | null]> = [
     ['AUROC per finding', figures.perFindingHeatmap(summaries, findings)],
     ['AUROC against training cost', figures.costFigure(summaries)],
     ['AUROC against forgetting', figures.forgettingFigure(summaries)],
-    ['Validation AUROC per epoch', figures.trainingCurves(runs, 'valMeanAuroc')],
-    ['Training loss per epoch', figures.trainingCurves(runs, 'trainLoss')],
-    ['Strategy scores per layer unit', figures.strategyScoresHeatmap(runs, order)],
-    ['Freeze plans', figures.plansFigure(planTable(runs, order))],
+    ['Validation AUROC per epoch', figures.trainingCurves(drawn, 'valMeanAuroc')],
+    ['Training loss per epoch', figures.trainingCurves(drawn, 'trainLoss')],
+    ['Strategy scores per layer unit', figures.strategyScoresHeatmap(drawn, order)],
+    ['Freeze plans', figures.plansFigure(planTable(drawn, order))],
   ];
 
   return {

@@ -8,6 +8,7 @@ import { paretoFront, spread, summarizeMethods } from '../../lib/report/summary.
 import { planTable, sortUnits } from '../../lib/report/plans.ts';
 import { checkPretrained } from '../../lib/report/pretrained.ts';
 import { buildReportModel, jsonForScript, renderReportHtml, si, writeReport } from '../../lib/report/render.ts';
+import { RunRecord } from '../../lib/runs/record.ts';
 import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
 
 const METHODS = ['zero-shot', 'full', 'truncate-2', 'gradient-rgn', 'similarity-cka'];
@@ -193,6 +194,20 @@ test('report escapes hostile method names', (t) => {
   const figures = JSON.parse(json) as Array<{ data: Array<{ y?: string[] }> }>;
   const labels = figures.flatMap((f) => f.data.flatMap((d) => d.y ?? []));
   t.true(labels.some((l) => String(l).includes('&lt;img')), 'Plotly labels are HTML-escaped');
+});
+
+test('report figures skip unevaluated runs', (t) => {
+  const dir = writeSyntheticRuns({ methods: ['full'], seeds: [0] });
+  const trial = new RunRecord(dir, 'train-search-trial-0');
+  trial.writeJson('config.json', { kind: 'train', method: 'search-trial', seed: 0, plan: { train: ['head'], truncate: 0 } });
+  trial.writeJson('history.json', { epochs: [{ epoch: 1, trainLoss: 0.6, valMeanAuroc: 0.6, lr: 1e-4, seconds: 1 }] });
+  trial.markComplete('train', ['config.json', 'history.json']);
+
+  const model = buildReportModel(dir);
+  const names = (id: string) => (model.figures.find((f) => f.id === id)?.data ?? []).map((d) => String(d.name ?? d.y));
+  t.false(names('fig-curves-auroc').some((n) => n.includes('search-trial')), 'curves leave the trial out');
+  t.false(names('fig-plans').some((n) => n.includes('search-trial')), 'plans leave the trial out');
+  t.true(names('fig-curves-auroc').some((n) => n.includes('full')), 'curves draw the evaluated run');
 });
 
 test('report rejects empty runs directory', (t) => {
