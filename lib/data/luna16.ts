@@ -173,9 +173,12 @@ export class Luna16Dataset implements TargetDataset {
       throw new Error(`Invalid rgbWindows: expected 3 windows ({center, width} in HU), got ${this.rgbWindows.length}.`);
     }
 
+    if (!fs.existsSync(dir)) throw new Error(`LUNA16 folder not found: ${dir}. Pass the folder that contains annotations.csv and the CT scans (.mhd/.raw or DICOM series).`);
     const found = findLunaFiles(dir);
     const annotations = options.annotationsCsv ?? found.annotations;
-    if (!annotations) throw new Error(`No annotations.csv found under ${dir}. Pass annotationsCsv with the LUNA16 annotation file.`);
+    if (!annotations) {
+      throw new Error(`No annotations.csv found under ${dir}. Put the LUNA16 annotations.csv there, or pass its path as the annotationsCsv dataset option (CLI: --dataset-options '{"annotationsCsv": "FILE"}').`);
+    }
     const excluded = options.excludedCsv ?? found.excluded;
     const seriesUids = options.seriesUidsCsv ?? found.seriesUids;
     this.files = { annotations, excluded: excluded ?? null, seriesUids: seriesUids ?? null };

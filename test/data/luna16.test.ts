@@ -280,6 +280,12 @@ test('luna16 missing annotations named', (t) => {
   fs.writeFileSync(path.join(dir, 'scan.mhd'), 'NDims = 3\nElementDataFile = scan.raw\n');
   const error = t.throws(() => openLuna16(dir));
   t.regex(error!.message, /No annotations\.csv/);
+  t.regex(error!.message, /--dataset-options '\{"annotationsCsv": "FILE"\}'/);
+});
+
+test('luna16 absent folder named', (t) => {
+  const error = t.throws(() => openLuna16('/nonexistent-luna16'));
+  t.regex(error!.message, /LUNA16 folder not found: \/nonexistent-luna16/);
 });
 
 test('split assignment spreads positive scans', (t) => {
