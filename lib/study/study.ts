@@ -69,13 +69,15 @@ export async function runStudy(config: StudyConfig, options: StudyOptions = {}):
   );
   const progress = createProgress('study', totalSteps);
 
-  // 1. Selection runs, in this process: each reads the model and data once and is fast next to training.
+  // 1. Selection runs, in this process: each reads the model and data once. A search sends its
+  //    trials to a remote executor when the study has one; the local executor would only add a
+  //    layer around the search's own in-process trials.
   const selectRunIds = new Map<string, { runId: string; runDir: string }>();
   for (const seed of config.seeds) {
     for (const method of selectMethods) {
       if (method.kind !== 'select') continue;
       const selectConfig = selectConfigFor(config, method, seed);
-      const result = await runSelect(selectConfig);
+      const result = await runSelect(selectConfig, executor.name === 'local' ? {} : { executor });
       selectRunIds.set(key(method.name, seed), { runId: result.runId, runDir: result.runDir });
       studyRecord.appendLog(`select ${method.name} seed ${seed}: ${result.runId}`);
       progress.tick(1, { last: `${method.name}/${seed}` });
