@@ -36,7 +36,16 @@ export class RunRecord {
   constructor(runsDir: string, runId: string) {
     this.runId = runId;
     this.dir = path.resolve(runsDir, runId);
-    fs.mkdirSync(this.dir, { recursive: true });
+    try {
+      fs.mkdirSync(this.dir, { recursive: true });
+    } catch (err) {
+      // Node's recursive mkdir reports a read-only file system as ENOENT, so name the usual causes.
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      throw new Error(
+        `Cannot create the run folder ${this.dir} (${code}). Check that the runs folder ${path.resolve(runsDir)} ` +
+          `is a writable folder (not a file), or choose another with --runs.`,
+      );
+    }
   }
 
   path(file: string): string {
@@ -61,7 +70,11 @@ export class RunRecord {
 
   /** Appends one line to run.log (not atomic by design: a log may end mid-run). */
   appendLog(line: string): void {
-    fs.appendFileSync(this.path('run.log'), `${new Date().toISOString()} ${line}\n`);
+    try {
+      fs.appendFileSync(this.path('run.log'), `${new Date().toISOString()} ${line}\n`);
+    } catch (err) {
+      throw new Error(`Cannot write ${this.path('run.log')}: ${(err as Error).message}. Was the run folder deleted or made read-only while the run was going on?`);
+    }
   }
 
   isComplete(): boolean {

@@ -22,14 +22,16 @@ export function defaultInputs(cwd = process.cwd(), env = process.env): DefaultIn
 }
 
 /** Throws one error that lists every missing input with what to download and where to put it. */
-export function checkDefaultInputs(inputs: DefaultInputs): void {
+export function checkDefaultInputs(inputs: DefaultInputs, env = process.env): void {
   const problems: string[] = [];
+  const where = (variable: string, folder: string) =>
+    env[variable] ? `or point ${variable} (now ${env[variable]}) at an existing ${folder}` : `or set ${variable} to a ${folder}`;
   if (!fs.existsSync(inputs.checkpoint)) {
     problems.push(
       `CLIP checkpoint not found at ${inputs.checkpoint}.\n` +
         `    Download model.safetensors, config.json, vocab.json, merges.txt and preprocessor_config.json of the\n` +
         `    Hugging Face model openai/clip-vit-base-patch32 into that folder (or an OpenAI/open_clip .safetensors file),\n` +
-        `    or set CLIPFREEZE_CHECKPOINT to a checkpoint folder or file.`,
+        `    ${where('CLIPFREEZE_CHECKPOINT', 'checkpoint folder or file')}.`,
     );
   }
   if (!fs.existsSync(inputs.data)) {
@@ -37,7 +39,7 @@ export function checkDefaultInputs(inputs: DefaultInputs): void {
       `ChestX-ray14 not found at ${inputs.data}.\n` +
         `    Download the NIH ChestX-ray14 release (nihcc.app.box.com/v/ChestXray-NIHCC): Data_Entry_2017_v2020.csv\n` +
         `    (or Data_Entry_2017.csv), train_val_list.txt, test_list.txt and the images (images/ or Kaggle's\n` +
-        `    images_001/images/ ... images_012/images/) into that folder, or set CLIPFREEZE_DATA.`,
+        `    images_001/images/ ... images_012/images/) into that folder, ${where('CLIPFREEZE_DATA', 'dataset folder')}.`,
     );
   }
   if (!fs.existsSync(inputs.source)) {
@@ -45,7 +47,7 @@ export function checkDefaultInputs(inputs: DefaultInputs): void {
       `Source-domain images not found at ${inputs.source}.\n` +
         `    Put one or more folder-per-class natural-image sets there (for example CIFAR-10 test images as\n` +
         `    cifar10-test/test/<class>/*.jpg, or Imagenette validation images as imagenette-val/val/<wnid>/*.JPEG\n` +
-        `    with a classes.txt), or set CLIPFREEZE_SOURCE_DATA.`,
+        `    with a classes.txt), ${where('CLIPFREEZE_SOURCE_DATA', 'folder of image sets')}.`,
     );
   }
   if (problems.length) throw new Error(`The default study is missing its inputs:\n  - ${problems.join('\n  - ')}`);
