@@ -12,6 +12,7 @@
 // clipfreeze). Without a Python that imports torch, clipfreeze's figures are printed alone
 // with the reason. --smoke runs every task on a tiny shape in seconds (no timing value).
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,7 +78,7 @@ function runTorch(python: string, taskArgs: string[]): Figures {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     // Without PASSIVE, torch's OpenMP threads busy-wait and slow the peer 2-3x on 2 cores.
-    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' },
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' },
   });
   return JSON.parse(output.trim().split('\n').pop()!) as Figures;
 }
@@ -96,6 +97,21 @@ const tasks: Array<{ name: string; args: string[] }> = [
   })),
 ];
 
+// onnxruntime-node is an optional dependency; its rows run the same forward pass (and are
+// compared with the same PyTorch figure) through lib/clip/onnxImageEncoder.ts.
+let onnxRuntime: string | null = null;
+try {
+  onnxRuntime = createRequire(import.meta.url)('onnxruntime-node/package.json').version as string;
+} catch {
+  log.warn('onnxruntime-node is not installed: skipping the ONNX forward rows.');
+}
+if (onnxRuntime) {
+  for (const batch of ['8', '32']) {
+    const forwardTask = tasks.find((task) => task.name === `forward, batch ${batch}`)!;
+    tasks.push({ name: `forward, batch ${batch}, onnxruntime`, args: [...forwardTask.args, '--runtime', 'onnx'] });
+  }
+}
+
 const rows: Row[] = [];
 for (const task of tasks) {
   log.info(`bench: ${task.name} (clipfreeze)`);
@@ -103,7 +119,7 @@ for (const task of tasks) {
   let peer: Figures | null = null;
   if (torch.python) {
     log.info(`bench: ${task.name} (PyTorch)`);
-    peer = runTorch(torch.python, task.args);
+    peer = runTorch(torch.python, task.args.filter((arg, i, all) => arg !== '--runtime' && all[i - 1] !== '--runtime'));
   }
   const ratio = peer ? (ours.msPerImage as number) / (peer.msPerImage as number) : null;
   rows.push({ name: task.name, clipfreeze: ours, torch: peer, ratio });
@@ -138,7 +154,15 @@ const report = {
     node: process.version,
   },
   backend: rows[0]?.clipfreeze.backend ?? null,
-  torch: { python: torch.python, version: torch.version, threads: 2, ompWaitPolicy: 'PASSIVE', unavailableReason: torch.reason },
+  torch: {
+    python: torch.python,
+    version: torch.version,
+    threads: 2,
+    ompWaitPolicy: 'PASSIVE',
+    blas: rows.find((row) => row.torch)?.torch?.blas ?? null,
+    unavailableReason: torch.reason,
+  },
+  onnxRuntime,
   rows,
   sweep,
 };
@@ -154,13 +178,14 @@ function formatReport(r: typeof report): string {
   const ms = (figures: Figures | null) => (figures ? (figures.msPerImage as number).toFixed(1) : '-');
   const lines = [
     `${r.model}; backend ${r.backend}; ${r.machine.cores} x ${r.machine.cpu}; load ${r.machine.loadBefore.join(' ')} before, ${r.machine.loadAfter.join(' ')} after`,
-    r.torch.python ? `PyTorch ${r.torch.version} (${r.torch.python}), 2 threads, OMP_WAIT_POLICY=PASSIVE` : `PyTorch peer not run: ${r.torch.unavailableReason}`,
+    r.torch.python ? `PyTorch ${r.torch.version} (${r.torch.python}), 2 threads, OMP_WAIT_POLICY=PASSIVE, BLAS ${r.torch.blas}` : `PyTorch peer not run: ${r.torch.unavailableReason}`,
+    r.onnxRuntime ? `onnxruntime-node ${r.onnxRuntime} for the onnxruntime rows (2 threads)` : 'onnxruntime-node not installed: no onnxruntime rows',
     '',
-    `${'task'.padEnd(34)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
+    `${'task'.padEnd(36)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
   ];
   for (const row of r.rows) {
     lines.push(
-      `${row.name.padEnd(34)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
+      `${row.name.padEnd(36)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
         `${mib(row.clipfreeze.peakTensorBytes).padStart(16)} ${`${mib(row.clipfreeze.peakRssBytes)} / ${mib(row.torch?.peakRssBytes)}`.padStart(22)}`,
     );
   }

@@ -1,7 +1,7 @@
 // One clipfreeze benchmark task per process, so that peak RSS and the wasm heap size belong to
 // that task alone. bench/run.ts spawns it; it prints one JSON object on stdout.
 //
-//   npx tsx bench/task.ts --task forward --batch 8 [--repeats 3] [--model tiny]
+//   npx tsx bench/task.ts --task forward --batch 8 [--repeats 3] [--model tiny] [--runtime tfjs|onnx]
 //   npx tsx bench/task.ts --task train --plan frozen8 [--batch-size 32] [--micro-batch-size 4] [--steps 1]
 //   npx tsx bench/task.ts --task sweep --cache on|off [--images 32] [--epochs 2]
 //
@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../lib/clip/model.ts';
+import { createOnnxImageEncoder } from '../lib/clip/onnxImageEncoder.ts';
 import { parsePlan, type FreezePlan } from '../lib/freeze/plan.ts';
 import { ActivationCache } from '../lib/train/activationCache.ts';
 import { AdamW } from '../lib/train/adamw.ts';
@@ -84,6 +85,20 @@ function forward(batch: number, repeats: number): Record<string, number> {
   for (let i = 0; i < repeats; i++) pass();
   const seconds = (performance.now() - started) / 1000 / repeats;
   pixels.dispose();
+  return { msPerImage: (1000 * seconds) / batch, imagesPerSecond: batch / seconds };
+}
+
+/** Like `forward`, with the image tower exported to ONNX and run by onnxruntime-node on 2 threads. */
+async function forwardOnnx(batch: number, repeats: number): Promise<Record<string, number>> {
+  const encoder = await createOnnxImageEncoder(model, { threads: 2 });
+  const pixels = pixelsFor(0, batch);
+  const values = pixels.dataSync() as Float32Array;
+  pixels.dispose();
+  await encoder.encode(values, batch);
+  const started = performance.now();
+  for (let i = 0; i < repeats; i++) await encoder.encode(values, batch);
+  const seconds = (performance.now() - started) / 1000 / repeats;
+  await encoder.dispose();
   return { msPerImage: (1000 * seconds) / batch, imagesPerSecond: batch / seconds };
 }
 
@@ -212,7 +227,11 @@ function sweep(useCache: boolean, images: number, epochs: number, microBatchSize
 
 let result: Record<string, number>;
 if (task === 'forward') {
-  result = forward(intOption('batch', 8), intOption('repeats', 3));
+  const runtime = option('runtime', 'tfjs');
+  if (runtime !== 'tfjs' && runtime !== 'onnx') throw new Error(`Invalid --runtime ${runtime}: expected tfjs or onnx.`);
+  const batch = intOption('batch', 8);
+  const repeats = intOption('repeats', 3);
+  result = runtime === 'onnx' ? await forwardOnnx(batch, repeats) : forward(batch, repeats);
 } else if (task === 'train') {
   const plan = option('plan', 'full') as BenchPlan;
   if (!['full', 'frozen8', 'head'].includes(plan)) throw new Error(`Invalid --plan ${plan}: expected full, frozen8 or head.`);
