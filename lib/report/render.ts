@@ -83,11 +83,19 @@ function distinct(runs: LoadedRun[], pick: (r: LoadedRun) => unknown): string {
   return values.length ? values.join('; ') : 'not recorded';
 }
 
-/** Returns the backend name of a run: environment.json stores an object with `name`, cost.json a string. */
-function backendName(run: LoadedRun): unknown {
-  const backend = run.environment?.backend;
-  if (backend && typeof backend === 'object' && 'name' in backend) return (backend as { name: unknown }).name;
-  return backend ?? run.cost?.backend;
+/**
+ * Describes the backend of a run as 'wasm (fastest present; unavailable: ...)'. environment.json
+ * stores an object `{name, tfBackend, reason}` (lib/util/backend.ts), older runs and cost.json
+ * a plain name.
+ */
+export function backendLabel(run: LoadedRun): string | undefined {
+  const backend = run.environment?.backend ?? run.cost?.backend;
+  if (backend === undefined || backend === null) return undefined;
+  if (typeof backend !== 'object') return String(backend);
+
+  const { name, tfBackend, reason } = backend as { name?: unknown; tfBackend?: unknown; reason?: unknown };
+  const label = typeof name === 'string' ? name : typeof tfBackend === 'string' ? tfBackend : 'unknown backend';
+  return typeof reason === 'string' && reason.length > 0 ? `${label} (${reason})` : label;
 }
 
 function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Array<{ key: string; value: string }> {
@@ -105,7 +113,7 @@ function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Ar
     { key: 'Data', value: distinct(runs, (r) => r.config.data) },
     { key: 'Test images', value: distinct(runs, (r) => r.metrics?.n) },
     { key: 'Seeds', value: [...new Set(runs.map((r) => r.seed).filter((s) => s !== null))].sort((a, b) => a! - b!).join(', ') || 'not recorded' },
-    { key: 'Backend', value: distinct(runs, backendName) },
+    { key: 'Backend', value: distinct(runs, backendLabel) },
     { key: 'Node.js', value: distinct(runs, (r) => env(r).node) },
     { key: 'Packages', value: distinct(runs, packages) },
     { key: 'Git commit', value: distinct(runs, (r) => env(r).gitCommit) },

@@ -210,6 +210,12 @@ test('report figures skip unevaluated runs', (t) => {
   t.true(names('fig-curves-auroc').some((n) => n.includes('full')), 'curves draw the evaluated run');
 });
 
+test('setup shows backend with reason', (t) => {
+  const model = buildReportModel(writeSyntheticRuns({ methods: ['full'], seeds: [0] }));
+  const backend = model.setup.find((row) => row.key === 'Backend')?.value;
+  t.is(backend, 'wasm (fastest present; unavailable: node (not installed))');
+});
+
 test('report rejects empty runs directory', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-empty-'));
   const error = t.throws(() => buildReportModel(dir));

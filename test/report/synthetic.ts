@@ -8,6 +8,8 @@ import { RunRecord } from '../../lib/runs/record.ts';
 export const FINDINGS = ['Atelectasis', 'Cardiomegaly', 'Effusion', 'Infiltration', 'Mass', 'Hernia'];
 export const SEEDS = [0, 1];
 export const VISION_LAYERS = 4;
+/** environment.json's backend as lib/util/backend.ts describes it. */
+export const BACKEND = { name: 'wasm', tfBackend: 'wasm', reason: 'fastest present; unavailable: node (not installed)' };
 
 export interface SyntheticOptions {
   /** Checkpoint path written into every config (default: a fixture path, so the report warns). */
@@ -71,7 +73,7 @@ export function writeSyntheticRuns(options: SyntheticOptions = {}): string {
 
       const run = new RunRecord(dir, `${kind}-${method}-${seed}`);
       run.writeJson('config.json', kind === 'train' ? { ...base, plan, planFrom } : base);
-      run.writeJson('environment.json', { backend: 'wasm', node: process.version, packages: { '@tensorflow/tfjs': '4.22.0' }, gitCommit: 'deadbeef' });
+      run.writeJson('environment.json', { backend: BACKEND, node: process.version, packages: { '@tensorflow/tfjs': '4.22.0' }, gitCommit: 'deadbeef' });
 
       const perFinding: Record<string, unknown> = {};
       FINDINGS.forEach((f, i) => {
