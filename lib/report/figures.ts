@@ -2,10 +2,10 @@
 // ({data, layout}) that Plotly.newPlot takes in a browser and tslab notebooks display, or null
 // when the runs hold nothing to draw. Text that comes from run files (method and finding names)
 // is HTML-escaped, because Plotly renders a subset of HTML tags inside labels.
-import type { LoadedRun } from './load.ts';
+import type { LoadedRun, SelectionFile } from './load.ts';
 import { paretoFront, type MethodSummary } from './summary.ts';
 import type { PlanTable } from './plans.ts';
-import { isImagePathUnit, sortUnits } from './plans.ts';
+import { isImagePathUnit, sortUnits, visionLayersOf } from './plans.ts';
 
 export interface FigureSpec {
   /** DOM id in the report, also the figure's anchor. */
@@ -173,8 +173,25 @@ export function trainingCurves(runs: LoadedRun[], value: 'valMeanAuroc' | 'train
 }
 
 /**
+ * Returns the units that a selection did not score: those in details.unscored and those missing
+ * from scores. Strategies write 0 for units they never score (such as the text tower), so a 0 in
+ * scores alone does not say whether the unit was scored.
+ */
+export function unscoredUnits(selection: SelectionFile, units: string[]): Set<string> {
+  const listed = selection.details?.unscored;
+  const unscored = new Set(Array.isArray(listed) ? listed.map(String) : []);
+  for (const unit of units) {
+    const score = selection.scores[unit];
+    if (typeof score !== 'number' || !Number.isFinite(score)) unscored.add(unit);
+  }
+  return unscored;
+}
+
+/**
  * Heatmap of each strategy's per-unit scores, one row per selection run. Scores are rescaled to
- * [0, 1] per row because strategies score on different scales; the hover shows the raw score.
+ * [0, 1] per row over the scored units only, because strategies score on different scales; the
+ * hover shows the raw score. Units a strategy did not score get a grey "not scored" cell from a
+ * second trace, never a value.
  */
 export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]): FigureSpec | null {
   const selections = runs
@@ -182,34 +199,70 @@ export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]):
     .sort((a, b) => methodOrder.indexOf(a.method) - methodOrder.indexOf(b.method) || (a.seed ?? 0) - (b.seed ?? 0));
   if (selections.length === 0) return null;
 
-  const units = sortUnits(selections.flatMap((r) => Object.keys(r.selection!.scores))).filter(isImagePathUnit);
-  const raw = selections.map((r) => units.map((u) => r.selection!.scores[u] ?? null));
+  // Units: every scored or unscored name, plus any vision block between them that no run names.
+  const named = selections.flatMap((r) => [...Object.keys(r.selection!.scores), ...unscoredUnits(r.selection!, [])]);
+  const blocks = Array.from({ length: visionLayersOf(named) }, (_, i) => `vision.block.${i}`);
+  const units = sortUnits([...named, ...blocks]).filter(isImagePathUnit);
+  const unscored = selections.map((r) => unscoredUnits(r.selection!, units));
+  const raw = selections.map((r, i) => units.map((u) => (unscored[i].has(u) ? null : r.selection!.scores[u])));
+
+  // Rescale each row over its scored units; a row whose scores are all equal gets 0.5.
   const z = raw.map((row) => {
-    const finite = row.filter((v): v is number => v !== null && Number.isFinite(v));
-    const lo = Math.min(...finite);
-    const hi = Math.max(...finite);
+    const scored = row.filter((v): v is number => v !== null);
+    const lo = Math.min(...scored);
+    const hi = Math.max(...scored);
     return row.map((v) => {
-      if (v === null || !Number.isFinite(v)) return null;
-      return hi > lo ? (v - lo) / (hi - lo) : 0;
+      if (v === null) return null;
+      return hi > lo ? (v - lo) / (hi - lo) : 0.5;
     });
   });
+  const notScored = unscored.map((set) => units.map((u) => (set.has(u) ? 0 : null)));
 
+  const x = units.map(plotlyText);
+  const y = selections.map((r) => plotlyText(`${r.method} seed ${r.seed ?? '-'}`));
   return {
     id: 'fig-scores',
     title: 'Strategy scores per layer unit',
-    caption: 'Each selection run\'s score per layer unit (higher = more worth training), rescaled to [0, 1] per row. Units run in forward order through the image tower to the task head.',
+    caption: 'Each selection run\'s score per layer unit (darker = more worth training), rescaled to [0, 1] per row over the units it scored. Grey cells: units the strategy did not score. Units run in forward order through the image tower to the task head.',
     data: [
       {
         type: 'heatmap',
-        x: units.map(plotlyText),
-        y: selections.map((r) => plotlyText(`${r.method} seed ${r.seed ?? '-'}`)),
+        name: 'scaled score',
+        x,
+        y,
         z,
         customdata: raw,
         hovertemplate: '%{y}<br>%{x}: %{customdata:.4g}<extra></extra>',
-        colorscale: 'Blues',
+        hoverongaps: false,
+        // ColorBrewer Blues: near white for the lowest score, dark blue for the highest.
+        colorscale: [
+          [0, '#f7fbff'],
+          [0.5, '#6baed6'],
+          [1, '#08306b'],
+        ],
         zmin: 0,
         zmax: 1,
         colorbar: { title: { text: 'scaled score' } },
+        xgap: 1,
+        ygap: 1,
+      },
+      {
+        type: 'heatmap',
+        name: 'not scored',
+        x,
+        y,
+        z: notScored,
+        text: notScored.map((row) => row.map((v) => (v === null ? '' : 'not scored'))),
+        texttemplate: '%{text}',
+        hovertemplate: '%{y}<br>%{x}: not scored<extra></extra>',
+        hoverongaps: false,
+        colorscale: [
+          [0, '#bdbdbd'],
+          [1, '#bdbdbd'],
+        ],
+        showscale: false,
+        xgap: 1,
+        ygap: 1,
       },
     ],
     layout: baseLayout({

@@ -9,6 +9,8 @@ import { planTable, sortUnits } from '../../lib/report/plans.ts';
 import { checkPretrained } from '../../lib/report/pretrained.ts';
 import { buildReportModel, jsonForScript, renderReportHtml, si, writeReport } from '../../lib/report/render.ts';
 import { RunRecord } from '../../lib/runs/record.ts';
+import { strategyScoresHeatmap } from '../../lib/report/figures.ts';
+import type { LoadedRun, SelectionFile } from '../../lib/report/load.ts';
 import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
 
 const METHODS = ['zero-shot', 'full', 'truncate-2', 'gradient-rgn', 'similarity-cka'];
@@ -214,6 +216,36 @@ test('setup shows backend with reason', (t) => {
   const model = buildReportModel(writeSyntheticRuns({ methods: ['full'], seeds: [0] }));
   const backend = model.setup.find((row) => row.key === 'Backend')?.value;
   t.is(backend, 'wasm (fastest present; unavailable: node (not installed))');
+});
+
+function selectRun(selection: SelectionFile): LoadedRun {
+  return {
+    id: 'select-search-0', dir: '/runs/select-search-0', kind: 'select', method: 'search', seed: 0, config: {},
+    environment: null, metrics: null, cost: null, forgetting: null, history: null, selection,
+  };
+}
+
+test('scores heatmap blanks unscored units', (t) => {
+  // Search scores are negative here; head is written as 0 but listed as unscored, and
+  // vision.block.1 is missing from scores.
+  const run = selectRun({
+    strategy: 'search',
+    plan: { train: ['head'], truncate: 0 },
+    scores: { 'vision.embed': -0.008, 'vision.block.0': -0.005, 'vision.block.2': -0.004, 'vision.head': -0.006, head: 0, 'text.embed': 0 },
+    cost: { wallSeconds: 1, flops: 1, imagesSeen: 1 },
+    details: { unscored: ['text.embed', 'head'] },
+  });
+  const spec = strategyScoresHeatmap([run], ['search'])!;
+  const [scores, notScored] = spec.data as Array<{ x: string[]; z: Array<Array<number | null>> }>;
+  const cell = (trace: { x: string[]; z: Array<Array<number | null>> }, unit: string) => trace.z[0][trace.x.indexOf(unit)];
+
+  t.is(cell(scores, 'head'), null);
+  t.is(cell(scores, 'vision.block.1'), null);
+  t.not(cell(notScored, 'head'), null);
+  t.not(cell(notScored, 'vision.block.1'), null);
+  t.is(cell(notScored, 'vision.embed'), null);
+  t.is(cell(scores, 'vision.block.2'), 1);
+  t.is(cell(scores, 'vision.embed'), 0);
 });
 
 test('report rejects empty runs directory', (t) => {
