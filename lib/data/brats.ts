@@ -15,12 +15,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PreprocessConfig, RawImage } from '../clip/preprocess.ts';
-import { preprocessImage } from '../clip/preprocess.ts';
 import { defaultPromptsFile } from '../eval/zeroShot.ts';
 import { moduleLog } from '../util/log.ts';
 import { assignSplits, DEFAULT_SPLIT_FRACTIONS, parseSplitName, givenSplits, type SplitFractions, rejectUnknownOptions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
+import { preprocessRendered } from './renderedSample.ts';
 import { type NiftiVolume, readNifti } from './nifti.ts';
 import { stratifiedSample } from './sampling.ts';
 import { assertPatientDisjoint } from './splits.ts';
@@ -197,18 +197,7 @@ export class BratsDataset implements TargetDataset {
   }
 
   async loadPixels(sample: Sample, cfg: PreprocessConfig): Promise<Float32Array | null> {
-    let image: RawImage;
-    try {
-      image = this.renderSample(sample);
-    } catch (error) {
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      if (!(error instanceof VolumeFormatError) && !missing) throw error;
-      if (missing) this.skipCounts.missing++;
-      else this.skipCounts.corrupt++;
-      logger.error({ sample: sample.id, err: (error as Error).message }, 'skipping sample: its MRI volume could not be read');
-      return null;
-    }
-    return preprocessImage(image, cfg);
+    return preprocessRendered(sample, cfg, (s) => this.renderSample(s), this.skipCounts, logger, 'MRI volume');
   }
 
   /** Renders a slice as 8-bit pixels in radiological display (patient's left on the image right, anterior at the top). */

@@ -18,13 +18,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from 'csv-parse/sync';
 import type { PreprocessConfig, RawImage } from '../clip/preprocess.ts';
-import { preprocessImage } from '../clip/preprocess.ts';
 import { defaultPromptsFile } from '../eval/zeroShot.ts';
 import { moduleLog } from '../util/log.ts';
 import { createRng, randomInt, type Rng } from '../util/rng.ts';
 import { assignSplits, DEFAULT_SPLIT_FRACTIONS, givenSplits, type SplitFractions, rejectUnknownOptions } from './caseSplits.ts';
 import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
+import { preprocessRendered } from './renderedSample.ts';
 import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu, walkFiles } from './dicom.ts';
 import { cropPatch, lungMask2d } from './lungPatch.ts';
 import { stratifiedSample } from './sampling.ts';
@@ -224,18 +224,7 @@ export class Luna16Dataset implements TargetDataset {
   }
 
   async loadPixels(sample: Sample, cfg: PreprocessConfig): Promise<Float32Array | null> {
-    let image: RawImage;
-    try {
-      image = this.renderSample(sample);
-    } catch (error) {
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      if (!(error instanceof VolumeFormatError) && !missing) throw error;
-      if (missing) this.skipCounts.missing++;
-      else this.skipCounts.corrupt++;
-      logger.error({ sample: sample.id, err: (error as Error).message }, 'skipping sample: its scan could not be read');
-      return null;
-    }
-    return preprocessImage(image, cfg);
+    return preprocessRendered(sample, cfg, (s) => this.renderSample(s), this.skipCounts, logger, 'scan');
   }
 
   /** Renders a sample as 8-bit greyscale in the lung window (a patch or a whole slice). */
