@@ -146,28 +146,55 @@ export function forgettingFigure(summaries: MethodSummary[]): FigureSpec | null 
   };
 }
 
-/** Training curves: one line per training run, validation AUROC (or training loss) per epoch. */
+/**
+ * Method colours: Plotly's default ten (D3 category10), then the lighter ten of D3 category20,
+ * so up to 20 methods get distinct colours before they repeat.
+ */
+const METHOD_COLORS = [
+  '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf',
+  '#aec7e8', '#ffbb78', '#98df8a', '#ff9896', '#c5b0d5', '#c49c94', '#f7b6d2', '#c7c7c7', '#dbdb8d', '#9edae5',
+];
+/** Line dash and marker symbol per seed, so the seeds of one method differ in shape, not colour. */
+const SEED_DASHES = ['solid', 'dash', 'dot', 'dashdot', 'longdash', 'longdashdot'];
+const SEED_SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'x', 'cross'];
+
+/**
+ * Training curves: one line per training run, validation AUROC (or training loss) per epoch.
+ * Each method has one colour and each seed one line style and marker, and the legend groups
+ * the seeds under their method.
+ */
 export function trainingCurves(runs: LoadedRun[], value: 'valMeanAuroc' | 'trainLoss'): FigureSpec | null {
   const trained = runs.filter((r) => r.history && r.history.epochs.length > 0);
   if (trained.length === 0) return null;
 
+  const methods = [...new Set(trained.map((r) => r.method))];
+  const seeds = [...new Set(trained.map((r) => r.seed))].sort((a, b) => (a ?? -1) - (b ?? -1));
   const label = value === 'valMeanAuroc' ? 'validation mean AUROC' : 'training loss';
   return {
     id: value === 'valMeanAuroc' ? 'fig-curves-auroc' : 'fig-curves-loss',
     title: value === 'valMeanAuroc' ? 'Validation AUROC per epoch' : 'Training loss per epoch',
-    caption: `The ${label} after each epoch, one line per training run (method and seed).`,
-    data: trained.map((r) => ({
-      type: 'scatter',
-      mode: 'lines+markers',
-      name: plotlyText(`${r.method} seed ${r.seed ?? '-'}`),
-      legendgroup: plotlyText(r.method),
-      x: r.history!.epochs.map((e) => e.epoch),
-      y: r.history!.epochs.map((e) => e[value]),
-    })),
+    caption: `The ${label} after each epoch, one line per training run: colour by method, line style and marker by seed.`,
+    data: trained.map((r) => {
+      const color = METHOD_COLORS[methods.indexOf(r.method) % METHOD_COLORS.length];
+      const seedIndex = seeds.indexOf(r.seed);
+      return {
+        type: 'scatter',
+        mode: 'lines+markers',
+        name: `seed ${r.seed ?? '-'}`,
+        legendgroup: plotlyText(r.method),
+        legendgrouptitle: { text: plotlyText(r.method) },
+        line: { color, dash: SEED_DASHES[seedIndex % SEED_DASHES.length] },
+        marker: { color, symbol: SEED_SYMBOLS[seedIndex % SEED_SYMBOLS.length], size: 7 },
+        hovertemplate: `${plotlyText(r.method)} seed ${r.seed ?? '-'}<br>epoch %{x}: %{y:.4f}<extra></extra>`,
+        x: r.history!.epochs.map((e) => e.epoch),
+        y: r.history!.epochs.map((e) => e[value]),
+      };
+    }),
     layout: baseLayout({
-      height: 380,
+      height: Math.max(380, 60 + 45 * methods.length + 18 * trained.length),
       xaxis: { title: { text: 'epoch' }, dtick: 1 },
       yaxis: { title: { text: label } },
+      legend: { tracegroupgap: 8, groupclick: 'toggleitem' },
     }),
   };
 }

@@ -9,7 +9,7 @@ import { planTable, sortUnits } from '../../lib/report/plans.ts';
 import { checkPretrained } from '../../lib/report/pretrained.ts';
 import { buildReportModel, jsonForScript, renderReportHtml, si, writeReport } from '../../lib/report/render.ts';
 import { RunRecord } from '../../lib/runs/record.ts';
-import { strategyScoresHeatmap } from '../../lib/report/figures.ts';
+import { strategyScoresHeatmap, trainingCurves } from '../../lib/report/figures.ts';
 import type { LoadedRun, SelectionFile } from '../../lib/report/load.ts';
 import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
 
@@ -206,7 +206,7 @@ test('report figures skip unevaluated runs', (t) => {
   trial.markComplete('train', ['config.json', 'history.json']);
 
   const model = buildReportModel(dir);
-  const names = (id: string) => (model.figures.find((f) => f.id === id)?.data ?? []).map((d) => String(d.name ?? d.y));
+  const names = (id: string) => (model.figures.find((f) => f.id === id)?.data ?? []).map((d) => `${String(d.legendgroup ?? '')} ${String(d.name ?? d.y)}`);
   t.false(names('fig-curves-auroc').some((n) => n.includes('search-trial')), 'curves leave the trial out');
   t.false(names('fig-plans').some((n) => n.includes('search-trial')), 'plans leave the trial out');
   t.true(names('fig-curves-auroc').some((n) => n.includes('full')), 'curves draw the evaluated run');
@@ -246,6 +246,26 @@ test('scores heatmap blanks unscored units', (t) => {
   t.is(cell(notScored, 'vision.embed'), null);
   t.is(cell(scores, 'vision.block.2'), 1);
   t.is(cell(scores, 'vision.embed'), 0);
+});
+
+test('training curves colour by method', (t) => {
+  // Seven trained methods over two seeds: 14 traces, more than Plotly's ten default colours.
+  const methods = ['full', 'truncate-1', 'truncate-2', 'head-only', 'last-2', 'last-4', 'embed-only'];
+  const runs = loadRuns(writeSyntheticRuns({ methods, seeds: SEEDS }));
+  const spec = trainingCurves(runs, 'valMeanAuroc')!;
+  type Trace = { legendgroup: string; name: string; line: { color: string; dash: string } };
+  const traces = spec.data as unknown as Trace[];
+  t.is(traces.length, methods.length * SEEDS.length);
+
+  const colorOf = new Map<string, Set<string>>();
+  for (const trace of traces) colorOf.set(trace.legendgroup, (colorOf.get(trace.legendgroup) ?? new Set()).add(trace.line.color));
+  t.deepEqual([...colorOf.keys()].sort(), [...methods].sort());
+  for (const [method, colors] of colorOf) t.is(colors.size, 1, `${method} has one colour`);
+  t.is(new Set(traces.map((trace) => trace.line.color)).size, methods.length, 'each method has its own colour');
+
+  const full = traces.filter((trace) => trace.legendgroup === 'full');
+  t.not(full[0].line.dash, full[1].line.dash, 'seeds differ in line style');
+  t.deepEqual(full.map((trace) => trace.name), ['seed 0', 'seed 1']);
 });
 
 test('report rejects empty runs directory', (t) => {
