@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import AjvModule from 'ajv';
+import { TRAIN_SCHEMA } from '../train/config.ts';
 import { resolveDatasetOptionPaths } from '../train/config.ts';
 
 export interface SourceSetConfig {
@@ -40,8 +41,6 @@ export interface StudyConfig {
   pretrained: boolean;
 }
 
-const limitSchema = { type: ['integer', 'null'], minimum: 1 };
-
 export const STUDY_SCHEMA = {
   type: 'object',
   additionalProperties: false,
@@ -52,25 +51,10 @@ export const STUDY_SCHEMA = {
     dataset: { enum: ['chestxray14', 'luna16', 'brats'] },
     data: { type: 'string', minLength: 1 },
     datasetOptions: { type: 'object' },
-    source: {
-      type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['name', 'path'],
-        properties: {
-          name: { type: 'string', minLength: 1 },
-          path: { type: 'string', minLength: 1 },
-          limitPerClass: { type: 'integer', minimum: 1 },
-        },
-      },
-    },
+    // The same shapes as in the train config, which every training trial receives.
+    source: TRAIN_SCHEMA.properties.source,
     seeds: { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } },
-    limit: {
-      type: 'object',
-      additionalProperties: false,
-      properties: { train: limitSchema, val: limitSchema, test: limitSchema },
-    },
+    limit: TRAIN_SCHEMA.properties.limit,
     train: { type: 'object' },
     methods: {
       type: 'array',
