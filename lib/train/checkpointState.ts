@@ -54,6 +54,13 @@ export interface TrainStateMeta {
   trainSeconds: number;
   evalSeconds: number;
   imagesSeen: number;
+  /**
+   * Images scored by validation passes so far, and activation cache lookups so far, carried over
+   * a resume. Absent in states saved by older versions, which a resume reads as 0.
+   */
+  evalImages?: number;
+  activationCacheHits?: number;
+  activationCacheMisses?: number;
 }
 
 interface StateFile extends TrainStateMeta {

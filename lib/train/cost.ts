@@ -105,11 +105,12 @@ export class CostMeter {
    */
   peakRssBytes = 0;
 
-  constructor(initial?: { trainSeconds: number; evalSeconds: number; imagesSeen: number }) {
+  constructor(initial?: { trainSeconds: number; evalSeconds: number; imagesSeen: number; evalImages?: number }) {
     if (initial) {
       this.trainSeconds = initial.trainSeconds;
       this.evalSeconds = initial.evalSeconds;
       this.imagesSeen = initial.imagesSeen;
+      this.evalImages = initial.evalImages ?? 0;
     }
   }
 

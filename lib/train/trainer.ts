@@ -241,6 +241,9 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     trainSeconds: 0,
     evalSeconds: 0,
     imagesSeen: 0,
+    evalImages: 0,
+    activationCacheHits: 0,
+    activationCacheMisses: 0,
   };
   let best = readWeights(params);
   const saved = loadTrainState(record.dir);
@@ -253,6 +256,11 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     record.appendLog(`resume after epoch ${meta.epoch}, step ${meta.step}`);
   }
   const meter = new CostMeter(meta);
+  if (cache) {
+    // Lookups of the epochs finished before a resume count towards this run's totals.
+    cache.hits = meta.activationCacheHits ?? 0;
+    cache.misses = meta.activationCacheMisses ?? 0;
+  }
 
   // 5. Epochs.
   const trainIds = new Map(samples.train.map((s) => [s.id, s]));
@@ -352,6 +360,9 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     meta.trainSeconds = meter.trainSeconds;
     meta.evalSeconds = meter.evalSeconds;
     meta.imagesSeen = meter.imagesSeen;
+    meta.evalImages = meter.evalImages;
+    meta.activationCacheHits = cache?.hits ?? 0;
+    meta.activationCacheMisses = cache?.misses ?? 0;
     const patienceSpent = config.patience > 0 && meta.epochsWithoutImprovement >= config.patience;
     meta.finished = meta.epoch >= epochs || meta.step >= totalSteps || patienceSpent;
     logger.info(

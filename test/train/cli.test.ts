@@ -115,5 +115,9 @@ sharedTest('train resumes killed process', async (t) => {
   t.deepEqual(history.epochs.map((e) => e.epoch), [1, 2, 3]);
   const log = fs.readFileSync(path.join(runDir!, 'run.log'), 'utf8');
   t.regex(log, /resume after epoch 1, step 2/);
+
+  // Evaluation cost covers all three validation passes (8 images each) and the test split (8).
+  const cost = JSON.parse(fs.readFileSync(path.join(runDir!, 'cost.json'), 'utf8')) as { evalFlops: number; forwardFlopsPerImage: number };
+  t.is(cost.evalFlops, cost.forwardFlopsPerImage * (3 * 8 + 8));
   fs.rmSync(dir, { recursive: true });
 });

@@ -60,7 +60,8 @@ sharedTest('resume matches uninterrupted run', async (t) => {
   t.regex(error!.message, /aborted at step 3/);
   const runDirB = path.join(runsB, path.basename(uninterrupted.runDir));
   t.false(fs.existsSync(path.join(runDirB, 'complete.json')));
-  t.is(loadTrainState(runDirB)!.meta.epoch, 1);
+  const savedMeta = loadTrainState(runDirB)!.meta;
+  t.is(savedMeta.epoch, 1);
 
   // The resumed run must not repeat epoch 1: it starts at step 3.
   const steps: number[] = [];
@@ -78,6 +79,14 @@ sharedTest('resume matches uninterrupted run', async (t) => {
   const historyB = JSON.parse(fs.readFileSync(path.join(resumed.runDir, 'history.json'), 'utf8'));
   t.deepEqual(historyB.epochs.map((e: { trainLoss: number }) => e.trainLoss), historyA.epochs.map((e: { trainLoss: number }) => e.trainLoss));
   t.deepEqual(resumed.metrics, uninterrupted.metrics);
+
+  // Cost counts the finished epochs of the aborted process too. Step 3 ran twice, but like
+  // imagesSeen, the lookups of an unfinished epoch are not counted.
+  t.is(resumed.cost.imagesSeen, uninterrupted.cost.imagesSeen);
+  t.is(resumed.cost.evalFlops, uninterrupted.cost.evalFlops);
+  t.true(resumed.cost.evalSeconds > savedMeta.evalSeconds, 'evalSeconds lost the epoch before the abort');
+  const lookups = (cost: typeof resumed.cost) => (cost.activationCacheHits ?? 0) + (cost.activationCacheMisses ?? 0);
+  t.is(lookups(resumed.cost), lookups(uninterrupted.cost));
   fs.rmSync(root, { recursive: true });
 });
 
