@@ -658,6 +658,7 @@ async function measureForgetting(ctx: RunContext, tokenizer: ClipTokenizer, prep
       textModel: ctx.model,
       tokenizer,
       set: set.path,
+      name: set.name,
       preprocess,
       limitPerClass: set.limitPerClass,
       seed: ctx.config.seed,

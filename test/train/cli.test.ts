@@ -8,10 +8,10 @@ import { hasShared, PROJECT_ROOT, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'chestxray14-sample') ? test : test.skip;
 
-function clipfreeze(args: string[]): { code: number | null; stdout: string; stderr: string } {
+function clipfreeze(args: string[], logLevel = 'warn'): { code: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), ...args], {
     cwd: PROJECT_ROOT,
-    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' },
+    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: logLevel },
     encoding: 'utf8',
   });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
@@ -75,6 +75,28 @@ sharedTest('train plan from selection', (t) => {
   const config = JSON.parse(fs.readFileSync(path.join(result.runDir, 'config.json'), 'utf8'));
   t.deepEqual(config.plan, { train: ['vision.block.1', 'head'], truncate: 1 });
   t.is(result.cost.trainableParams, 198_272 + 32 * 14 + 14);
+  fs.rmSync(dir, { recursive: true });
+});
+
+const sourceTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'chestxray14-sample') && hasShared('data', 'natural', 'cifar10-test') ? test : test.skip;
+
+sourceTest('train logs configured source name', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const { code, stderr } = clipfreeze(
+    [
+      'train',
+      '--checkpoint', sharedPath('fixtures', 'clip-mini', 'hf-format'),
+      '--data', sharedPath('data', 'chestxray14-sample'),
+      '--source', `natural=${sharedPath('data', 'natural', 'cifar10-test')}:1`,
+      '--train-units', 'head', '--epochs', '1', '--batch-size', '8', '--micro-batch-size', '8', '--bootstrap', '0',
+      '--limit', 'train=8,val=8,test=8', '--runs', path.join(dir, 'runs'),
+    ],
+    'info',
+  );
+  t.is(code, 0, stderr);
+  // Before and after fine-tuning, each under the name given on the command line.
+  t.is(stderr.match(/natural: zero-shot top-1/g)?.length, 2, stderr);
+  t.notRegex(stderr, /cifar10-test: zero-shot top-1/);
   fs.rmSync(dir, { recursive: true });
 });
 
