@@ -10,6 +10,6 @@ export function register(program: Command): void {
     .option('--out <file>', 'HTML file to write', 'reports/report.html')
     .action((opts: { runs: string; out: string }) => {
       const model = writeReport(opts.runs, opts.out);
-      process.stdout.write(`${JSON.stringify({ out: opts.out, methods: model.methods, runs: model.runs.length, figures: model.figures.map((f) => f.id), pretrained: model.pretrained.pretrained })}\n`);
+      process.stdout.write(`${JSON.stringify({ out: opts.out, methods: model.methods, runs: model.runs.length, skipped: model.skipped.length, figures: model.figures.map((f) => f.id), pretrained: model.pretrained.pretrained })}\n`);
     });
 }

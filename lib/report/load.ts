@@ -1,11 +1,13 @@
 // Loads the finished run records under a runs directory for the report and the notebooks.
 // Only folders with complete.json count (see lib/runs/record.ts), so a run that crashed midway
-// never shows up as a result. The JSON shapes below are the run-file contracts; the report
-// reads them structurally so that it does not depend on the code that writes them.
+// never shows up as a result, and a complete folder with a damaged file is skipped and counted.
+// The JSON shapes below are the run-file contracts; the report reads them structurally so that
+// it does not depend on the code that writes them.
 import fs from 'node:fs';
 import path from 'node:path';
 import { readJson } from '../util/atomic.ts';
-import { listCompleteRuns, type RunKind } from '../runs/record.ts';
+import type { CompleteMarker, RunKind } from '../runs/record.ts';
+import { moduleLog } from '../util/log.ts';
 
 /** Per-finding entry of metrics.json. */
 export interface FindingMetricsFile {
@@ -86,53 +88,112 @@ export interface LoadedRun {
   selection: SelectionFile | null;
 }
 
+/** A complete run folder that the report left out, and why. */
+export interface SkippedRun {
+  /** Folder name under the runs directory. */
+  id: string;
+  dir: string;
+  /** What is wrong with the folder, naming the file: invalid JSON, a missing listed file, no method. */
+  problem: string;
+}
+
+/** The loaded runs and the complete run folders that could not be read. */
+export interface RunSet {
+  runs: LoadedRun[];
+  skipped: SkippedRun[];
+}
+
+const logger = moduleLog('report');
+
 function readOptional<T>(dir: string, file: string): T | null {
   const p = path.join(dir, file);
   return fs.existsSync(p) ? readJson<T>(p) : null;
 }
 
+/** Lists the folders under `runsDir` that contain complete.json, sorted by name. */
+function completeFolders(runsDir: string): string[] {
+  return fs
+    .readdirSync(runsDir, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && fs.existsSync(path.join(runsDir, entry.name, 'complete.json')))
+    .map((entry) => path.join(runsDir, entry.name))
+    .sort();
+}
+
+/** Reads complete.json and checks that every file it lists exists. Throws naming the file. */
+function readMarker(dir: string): CompleteMarker {
+  const file = path.join(dir, 'complete.json');
+  const marker = readJson<CompleteMarker>(file);
+  if (!marker || typeof marker.kind !== 'string' || !Array.isArray(marker.files)) {
+    throw new Error(`${file} is not a run marker: expected {kind, runId, finishedAt, files}.`);
+  }
+  const missing = marker.files.filter((f) => !fs.existsSync(path.join(dir, String(f))));
+  if (missing.length > 0) {
+    throw new Error(`${file} lists ${missing.join(', ')}, which ${missing.length === 1 ? 'is' : 'are'} missing from the folder.`);
+  }
+  return marker;
+}
+
+/** Reads one complete run folder, or returns null for the study's own record. Throws naming the bad file. */
+function readRun(dir: string): LoadedRun | null {
+  const marker = readMarker(dir);
+  // The study's own record describes the whole study and is read separately (see studyConfig).
+  if (marker.kind === 'study') return null;
+
+  const config = readJson<Record<string, unknown>>(path.join(dir, 'config.json'));
+  const method = config?.method;
+  if (typeof method !== 'string' || method.length === 0) {
+    throw new Error(`Run ${dir} has no 'method' in config.json (got ${JSON.stringify(method)}); every run of a study needs a method label such as 'full' or 'zero-shot'.`);
+  }
+
+  return {
+    id: path.basename(dir),
+    dir,
+    kind: marker.kind,
+    method,
+    seed: typeof config.seed === 'number' ? config.seed : null,
+    config,
+    environment: readOptional(dir, 'environment.json'),
+    metrics: readOptional(dir, 'metrics.json'),
+    cost: readOptional(dir, 'cost.json'),
+    forgetting: readOptional(dir, 'forgetting.json'),
+    history: readOptional(dir, 'history.json'),
+    selection: readOptional(dir, 'selection.json'),
+  };
+}
+
 /**
  * Loads every complete run under `runsDir`, sorted by method, then seed, then folder name.
- * Throws when the directory is missing, or when a run's config.json lacks `method`, naming the
- * folder. A malformed JSON file raises an error that names the file.
+ * A run folder that cannot be read (invalid JSON, a file that complete.json lists but that is
+ * missing, no `method` in config.json) is skipped with a logged warning naming the folder and
+ * the problem, so one damaged run does not hide the others. Throws when the directory is missing.
  */
-export function loadRuns(runsDir: string): LoadedRun[] {
+export function loadRunSet(runsDir: string): RunSet {
   if (!fs.existsSync(runsDir)) {
     throw new Error(`Runs directory not found: ${runsDir}. Run a study first (clipfreeze study) or pass --runs with the folder that contains the run records.`);
   }
 
   const runs: LoadedRun[] = [];
-  for (const { dir, marker } of listCompleteRuns(runsDir)) {
-    const config = readJson<Record<string, unknown>>(path.join(dir, 'config.json'));
-
-    // The study's own record describes the whole study and is read separately (see studyConfig).
-    if (marker.kind === 'study') continue;
-
-    const method = config.method;
-    if (typeof method !== 'string' || method.length === 0) {
-      throw new Error(`Run ${dir} has no 'method' in config.json (got ${JSON.stringify(method)}); every run of a study needs a method label such as 'full' or 'zero-shot'.`);
+  const skipped: SkippedRun[] = [];
+  for (const dir of completeFolders(runsDir)) {
+    try {
+      const run = readRun(dir);
+      if (run) runs.push(run);
+    } catch (error) {
+      const problem = error instanceof Error ? error.message : String(error);
+      skipped.push({ id: path.basename(dir), dir, problem });
+      logger.warn({ run: dir, problem }, 'skipping unreadable run folder');
     }
-    const seed = typeof config.seed === 'number' ? config.seed : null;
-
-    runs.push({
-      id: path.basename(dir),
-      dir,
-      kind: marker.kind,
-      method,
-      seed,
-      config,
-      environment: readOptional(dir, 'environment.json'),
-      metrics: readOptional(dir, 'metrics.json'),
-      cost: readOptional(dir, 'cost.json'),
-      forgetting: readOptional(dir, 'forgetting.json'),
-      history: readOptional(dir, 'history.json'),
-      selection: readOptional(dir, 'selection.json'),
-    });
   }
+  if (skipped.length > 0) logger.warn({ skipped: skipped.length, loaded: runs.length }, 'some run folders were skipped; the report counts them in its setup section');
 
   linkSelections(runs);
   runs.sort((a, b) => a.method.localeCompare(b.method) || (a.seed ?? 0) - (b.seed ?? 0) || a.id.localeCompare(b.id));
-  return runs;
+  return { runs, skipped };
+}
+
+/** Loads every readable complete run under `runsDir`; see loadRunSet, which also returns the skipped folders. */
+export function loadRuns(runsDir: string): LoadedRun[] {
+  return loadRunSet(runsDir).runs;
 }
 
 /**
@@ -155,12 +216,23 @@ function linkSelections(runs: LoadedRun[]): void {
   }
 }
 
-/** Returns the config of the newest complete study record under `runsDir`, or null when there is none. */
+/**
+ * Returns the config of the newest complete study record under `runsDir`, or null when there is
+ * none. An unreadable study record is skipped with a logged warning, as loadRunSet skips runs.
+ */
 export function studyConfig(runsDir: string): Record<string, unknown> | null {
   if (!fs.existsSync(runsDir)) return null;
-  const studies = listCompleteRuns(runsDir)
-    .filter(({ marker }) => marker.kind === 'study')
-    .sort((a, b) => a.marker.finishedAt.localeCompare(b.marker.finishedAt));
-  const last = studies.at(-1);
-  return last ? readJson<Record<string, unknown>>(path.join(last.dir, 'config.json')) : null;
+
+  const studies: Array<{ finishedAt: string; config: Record<string, unknown> }> = [];
+  for (const dir of completeFolders(runsDir)) {
+    try {
+      const marker = readJson<CompleteMarker>(path.join(dir, 'complete.json'));
+      if (marker?.kind !== 'study') continue;
+      studies.push({ finishedAt: String(marker.finishedAt ?? ''), config: readJson<Record<string, unknown>>(path.join(dir, 'config.json')) });
+    } catch (error) {
+      logger.warn({ run: dir, problem: error instanceof Error ? error.message : String(error) }, 'skipping unreadable study record');
+    }
+  }
+  studies.sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
+  return studies.at(-1)?.config ?? null;
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import Handlebars from 'handlebars';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { moduleLog } from '../util/log.ts';
-import { loadRuns, studyConfig, type LoadedRun } from './load.ts';
+import { loadRunSet, studyConfig, type LoadedRun, type SkippedRun } from './load.ts';
 import { findingsOf, methodOrder, summarizeMethods, type MethodSummary, type Spread } from './summary.ts';
 import { planTable } from './plans.ts';
 import { checkPretrained } from './pretrained.ts';
@@ -34,6 +34,8 @@ export interface ReportModel {
   figures: figures.FigureSpec[];
   missingFigures: string[];
   runs: Array<{ id: string; kind: string; method: string; seed: string }>;
+  /** Complete run folders left out because a file in them could not be read. */
+  skipped: Array<{ id: string; problem: string }>;
 }
 
 /** Formats a number with `digits` decimals, or 'n/a' for null. */
@@ -98,7 +100,7 @@ export function backendLabel(run: LoadedRun): string | undefined {
   return typeof reason === 'string' && reason.length > 0 ? `${label} (${reason})` : label;
 }
 
-function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Array<{ key: string; value: string }> {
+function setupRows(runs: LoadedRun[], skipped: SkippedRun[], study: Record<string, unknown> | null): Array<{ key: string; value: string }> {
   const env = (r: LoadedRun) => r.environment ?? {};
   const packages = (r: LoadedRun) => {
     const p = env(r).packages as Record<string, string> | undefined;
@@ -118,12 +120,19 @@ function setupRows(runs: LoadedRun[], study: Record<string, unknown> | null): Ar
     { key: 'Packages', value: distinct(runs, packages) },
     { key: 'Git commit', value: distinct(runs, (r) => env(r).gitCommit) },
     { key: 'Runs', value: String(runs.length) },
+    {
+      key: 'Skipped runs',
+      value: skipped.length === 0 ? '0' : `${skipped.length} unreadable (${skipped.map((r) => r.id).join(', ')}); see the Runs section`,
+    },
   ];
 }
 
 /** Builds the report model from the complete runs under `runsDir`. */
 export function buildReportModel(runsDir: string): ReportModel {
-  const runs = loadRuns(runsDir);
+  const { runs, skipped } = loadRunSet(runsDir);
+  if (runs.length === 0 && skipped.length > 0) {
+    throw new Error(`No readable runs in ${runsDir}: all ${skipped.length} complete run folders were skipped. First problem: ${skipped[0].problem}`);
+  }
   if (runs.length === 0) {
     throw new Error(`No complete runs in ${runsDir}: a run folder counts once it has complete.json. Run a study first (clipfreeze study).`);
   }
@@ -152,7 +161,7 @@ export function buildReportModel(runsDir: string): ReportModel {
     generatedAt: new Date().toISOString(),
     runsDir: path.resolve(runsDir),
     pretrained: checkPretrained(study, runs),
-    setup: setupRows(runs, study),
+    setup: setupRows(runs, skipped, study),
     methods: order,
     summary: summaries.map(summaryRow),
     findings,
@@ -160,6 +169,7 @@ export function buildReportModel(runsDir: string): ReportModel {
     figures: candidates.map(([, spec]) => spec).filter((f): f is figures.FigureSpec => f !== null),
     missingFigures: candidates.filter(([, spec]) => spec === null).map(([name]) => name),
     runs: runs.map((r) => ({ id: r.id, kind: r.kind, method: r.method, seed: r.seed === null ? '-' : String(r.seed) })),
+    skipped: skipped.map((r) => ({ id: r.id, problem: r.problem })),
   };
 }
 
@@ -195,7 +205,7 @@ export function renderReportHtml(model: ReportModel, templatesDir = TEMPLATES_DI
     ...model,
     plotlyJs: new Handlebars.SafeString(plotlyBundle()),
     figuresJson: new Handlebars.SafeString(jsonForScript(model.figures.map(({ id, data, layout }) => ({ id, data, layout })))),
-    modelJson: new Handlebars.SafeString(jsonForScript({ summary: model.summary, setup: model.setup, runs: model.runs })),
+    modelJson: new Handlebars.SafeString(jsonForScript({ summary: model.summary, setup: model.setup, runs: model.runs, skipped: model.skipped })),
   });
 }
 
@@ -205,7 +215,7 @@ export function writeReport(runsDir: string, outFile: string): ReportModel {
   const html = renderReportHtml(model);
   fs.mkdirSync(path.dirname(path.resolve(outFile)), { recursive: true });
   writeFileAtomic(outFile, html);
-  logger.info({ out: outFile, methods: model.methods.length, runs: model.runs.length, figures: model.figures.length, bytes: html.length }, 'report written');
+  logger.info({ out: outFile, methods: model.methods.length, runs: model.runs.length, skipped: model.skipped.length, figures: model.figures.length, bytes: html.length }, 'report written');
   if (!model.pretrained.pretrained) logger.warn(model.pretrained.reason + ' The report warns that its numbers say nothing about CLIP.');
   return model;
 }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { parse } from 'parse5';
-import { loadRuns } from '../../lib/report/load.ts';
+import { loadRunSet, loadRuns } from '../../lib/report/load.ts';
 import { paretoFront, spread, summarizeMethods } from '../../lib/report/summary.ts';
 import { planTable, sortUnits } from '../../lib/report/plans.ts';
 import { checkPretrained } from '../../lib/report/pretrained.ts';
@@ -48,14 +48,56 @@ test('loadRuns rejects missing directory', (t) => {
   t.regex(error!.message, /Runs directory not found: \/nonexistent\/runs-dir/);
 });
 
-test('loadRuns rejects run without method', (t) => {
+test('loadRunSet skips run without method', (t) => {
   const dir = writeSyntheticRuns();
   const bad = path.join(dir, 'train-bad');
   fs.mkdirSync(bad);
   fs.writeFileSync(path.join(bad, 'config.json'), JSON.stringify({ kind: 'train', seed: 0 }));
   fs.writeFileSync(path.join(bad, 'complete.json'), JSON.stringify({ kind: 'train', runId: 'train-bad', finishedAt: '', files: [] }));
-  const error = t.throws(() => loadRuns(dir));
-  t.regex(error!.message, /train-bad has no 'method'/);
+  const { runs, skipped } = loadRunSet(dir);
+  t.deepEqual(skipped.map((r) => r.id), ['train-bad']);
+  t.regex(skipped[0].problem, /train-bad has no 'method'/);
+  t.is(runs.filter((r) => r.metrics).length, METHODS.length * SEEDS.length);
+});
+
+test('loadRunSet skips invalid metrics.json', (t) => {
+  const dir = writeSyntheticRuns();
+  fs.writeFileSync(path.join(dir, 'train-full-1', 'metrics.json'), '{"split": "test", "n": 4');
+  const { runs, skipped } = loadRunSet(dir);
+  t.deepEqual(skipped.map((r) => r.id), ['train-full-1']);
+  t.regex(skipped[0].problem, /train-full-1\/metrics\.json/);
+  t.false(runs.some((r) => r.id === 'train-full-1'));
+  t.true(runs.some((r) => r.id === 'train-full-0'));
+});
+
+test('loadRunSet skips missing listed file', (t) => {
+  const dir = writeSyntheticRuns();
+  fs.rmSync(path.join(dir, 'train-truncate-2-0', 'history.json'));
+  const { skipped } = loadRunSet(dir);
+  t.deepEqual(skipped.map((r) => r.id), ['train-truncate-2-0']);
+  t.regex(skipped[0].problem, /lists history\.json, which is missing/);
+});
+
+test('loadRunSet skips invalid complete.json', (t) => {
+  const dir = writeSyntheticRuns();
+  fs.writeFileSync(path.join(dir, 'zero-shot-zero-shot-0', 'complete.json'), 'not json');
+  const { skipped } = loadRunSet(dir);
+  t.deepEqual(skipped.map((r) => r.id), ['zero-shot-zero-shot-0']);
+  t.regex(skipped[0].problem, /complete\.json/);
+});
+
+test('report counts skipped runs in setup', (t) => {
+  const dir = writeSyntheticRuns();
+  fs.writeFileSync(path.join(dir, 'train-full-1', 'metrics.json'), '{');
+  fs.rmSync(path.join(dir, 'train-truncate-2-0', 'history.json'));
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-out-')), 'report.html');
+  const model = writeReport(dir, out);
+
+  const row = model.setup.find((r) => r.key === 'Skipped runs')?.value ?? '';
+  t.regex(row, /^2 unreadable \(train-full-1, train-truncate-2-0\)/);
+  t.deepEqual(model.skipped.map((r) => r.id), ['train-full-1', 'train-truncate-2-0']);
+  t.true(fs.readFileSync(out, 'utf8').includes('id="skipped-table"'), 'the report lists the skipped folders');
+  t.deepEqual(model.summary.find((r) => r.method === 'full')?.seeds, '0');
 });
 
 test('spread computes sample standard deviation', (t) => {
