@@ -81,6 +81,12 @@ export function register(program: Command): void {
     if (opts.resume) {
       const runDir = path.resolve(opts.resume);
       const file = path.join(runDir, 'config.json');
+      if (!fs.existsSync(runDir)) {
+        throw new Error(
+          `Cannot resume: run folder ${runDir} not found. Pass the folder of a 'clipfreeze train' run, such as runs/train-<method>-<hash>. ` +
+            `List the runs with 'ls runs/' (or the folder that --runs named).`,
+        );
+      }
       if (!fs.existsSync(file)) throw new Error(`Cannot resume ${runDir}: it has no config.json, so it is not a run folder of 'clipfreeze train'.`);
       raw = recordedConfig(readJson<Record<string, unknown>>(file));
       runsDir = path.dirname(runDir);

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import AjvModule from 'ajv';
+import { openImageFolder } from '../data/imageFolder.ts';
 import { readJson } from '../util/atomic.ts';
 
 export interface SourceSet {
@@ -243,6 +244,36 @@ export function parseTrainConfig(raw: unknown, origin = 'train config'): TrainCo
     throw new ConfigError(`Invalid ${origin}: 'datasetOptions.limit' is not allowed. Set the images per split with the 'limit' key (flag --limit) instead.`);
   }
   return config;
+}
+
+/**
+ * Checks that the input paths of a config exist: the checkpoint, the dataset folder, the plan's
+ * select run, the dataset options' files (keys ending in File or Csv) and every source set, which
+ * must be a folder-per-class image set. Called before a run folder is created, so a mistyped path
+ * fails at once and leaves no unfinished run behind.
+ */
+export function checkInputPaths(config: TrainConfig): void {
+  if (!fs.existsSync(config.checkpoint)) {
+    throw new ConfigError(`Checkpoint not found: ${path.resolve(config.checkpoint)} ('checkpoint', flag --checkpoint). Pass a checkpoint folder or .safetensors file.`);
+  }
+  if (!fs.existsSync(config.data)) {
+    throw new ConfigError(`Dataset folder not found: ${path.resolve(config.data)} ('data', flag --data). Pass the folder of the ${config.dataset} dataset.`);
+  }
+  if (config.planFrom !== null && !fs.existsSync(config.planFrom)) {
+    throw new ConfigError(`Select run not found: ${path.resolve(config.planFrom)} ('planFrom', flag --plan-from). Pass the folder of a finished 'clipfreeze select' run.`);
+  }
+  for (const [key, value] of Object.entries(config.datasetOptions)) {
+    if (/(File|Csv)$/.test(key) && typeof value === 'string' && !fs.existsSync(value)) {
+      throw new ConfigError(`File not found: ${path.resolve(value)} ('datasetOptions.${key}', flag --dataset-options). Check the path, or leave the key out to use the dataset's default.`);
+    }
+  }
+  for (const set of config.source) {
+    try {
+      openImageFolder(set.path);
+    } catch (err) {
+      throw new ConfigError(`Invalid source set '${set.name}' ('source', flag --source): ${(err as Error).message}`);
+    }
+  }
 }
 
 /** Reads a JSON config file; relative paths in it resolve against the file's folder. */

@@ -117,6 +117,7 @@ const TEST_FILES = ['metrics.json', 'predictions.csv'];
  */
 export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>, options: TrainRunOptions = {}): Promise<TrainRunResult> {
   const config = parseTrainConfig(rawConfig);
+  checkInputPaths(config);
   const runsDir = options.runsDir ?? config.runs;
 
   // 1. Model, plan and run record.

@@ -57,6 +57,50 @@ test('train rejects malformed limit', (t) => {
   t.regex(stderr, /--limit must be a positive integer or a list like/);
 });
 
+test('train rejects missing source', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const runs = path.join(dir, 'runs');
+  const missing = path.join(dir, 'no-such-set');
+  // The checkpoint and data folders exist (empty): the source set is checked before either is read.
+  fs.mkdirSync(path.join(dir, 'checkpoint'));
+  fs.mkdirSync(path.join(dir, 'data'));
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', path.join(dir, 'checkpoint'), '--data', path.join(dir, 'data'), '--source', `foo=${missing}`, '--runs', runs]);
+  t.not(code, 0);
+  t.true(stderr.includes(`Invalid source set 'foo'`), stderr);
+  t.true(stderr.includes(`Image folder not found: ${missing}`), stderr);
+  t.false(fs.existsSync(runs), 'a run folder was created');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('train rejects missing data folder', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const runs = path.join(dir, 'runs');
+  fs.mkdirSync(path.join(dir, 'checkpoint'));
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', path.join(dir, 'checkpoint'), '--data', path.join(dir, 'missing'), '--runs', runs]);
+  t.not(code, 0);
+  t.true(stderr.includes(`Dataset folder not found: ${path.join(dir, 'missing')}`), stderr);
+  t.false(fs.existsSync(runs), 'a run folder was created');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('train rejects missing checkpoint', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
+  const runs = path.join(dir, 'runs');
+  const { code, stderr } = clipfreeze(['train', '--checkpoint', path.join(dir, 'missing'), '--data', dir, '--runs', runs]);
+  t.not(code, 0);
+  t.true(stderr.includes(`Checkpoint not found: ${path.join(dir, 'missing')}`), stderr);
+  t.false(fs.existsSync(runs), 'a run folder was created');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('train resume of missing folder', (t) => {
+  const missing = path.join(os.tmpdir(), 'no-such-runs', 'train-head-0123456789');
+  const { code, stderr } = clipfreeze(['train', '--resume', missing]);
+  t.not(code, 0);
+  t.true(stderr.includes(`run folder ${missing} not found`), stderr);
+  t.regex(stderr, /List the runs with 'ls runs\/'/);
+});
+
 sharedTest('train plan from selection', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
   const selectRun = path.join(dir, 'runs', 'select-gradient-abc');

@@ -2,7 +2,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, flagOf, identityOf, loadTrainConfigFile, parseTrainConfig, TRAIN_KEYS } from '../../lib/train/config.ts';
+import { checkInputPaths, ConfigError, flagOf, identityOf, loadTrainConfigFile, parseTrainConfig, TRAIN_KEYS } from '../../lib/train/config.ts';
 
 const minimal = { checkpoint: '/models/clip', data: '/data/cxr' };
 
@@ -112,5 +112,18 @@ test('config file resolves dataset option paths', (t) => {
   fs.writeFileSync(file, JSON.stringify({ ...minimal, datasetOptions: { splitFile: 'splits.csv', mode: 'slice' } }));
   const raw = loadTrainConfigFile(file);
   t.deepEqual(raw.datasetOptions, { splitFile: path.join(dir, 'splits.csv'), mode: 'slice' });
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('input paths: missing option file', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-paths-'));
+  const labelFile = path.join(dir, 'labels.csv');
+  const config = parseTrainConfig({ checkpoint: dir, data: dir, datasetOptions: { labelFile, cacheDir: path.join(dir, 'cache') } });
+  const error = t.throws(() => checkInputPaths(config), { instanceOf: ConfigError });
+  t.true(error!.message.includes(`File not found: ${labelFile} ('datasetOptions.labelFile'`), error!.message);
+
+  // A cache folder is an output, so only the label file has to exist.
+  fs.writeFileSync(labelFile, 'Image Index\n');
+  t.notThrows(() => checkInputPaths(config));
   fs.rmSync(dir, { recursive: true });
 });
