@@ -37,7 +37,7 @@ import { ActivationCache } from './activationCache.ts';
 import { AdamW, type AdamWParam } from './adamw.ts';
 import { loadTrainState, saveTrainState, stateDir, type EpochRecord, type TrainStateMeta } from './checkpointState.ts';
 import { GradientBuffer } from './gradientBuffer.ts';
-import { identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
+import { checkInputPaths, identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
 import { CostMeter, type CostJson } from './cost.ts';
 import { markFrozenVariables } from './frozenVariables.ts';
 import { TaskHead } from './head.ts';
