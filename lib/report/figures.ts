@@ -83,7 +83,7 @@ export function costFigure(summaries: MethodSummary[]): FigureSpec | null {
   return {
     id: 'fig-cost',
     title: 'AUROC against training cost',
-    caption: 'Test mean AUROC against the FLOPs of training plus layer selection (log scale). Error bars: standard deviation over seeds. The line joins the Pareto front: no other method is both cheaper and better. Zero-shot costs no training and is not drawn.',
+    caption: 'Test mean AUROC against the FLOPs of training plus layer selection (log scale). Error bars: standard deviation over seeds. The line joins the Pareto front: no other method is both cheaper and better. FLOPs are nominal (from layer shapes), so activation-cache hits do not lower them as they lower wall time. Zero-shot costs no training and is not drawn.',
     data: [
       {
         type: 'scatter',

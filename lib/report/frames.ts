@@ -36,6 +36,7 @@ export function summaryFrame(summaries: MethodSummary[]): dfd.DataFrame {
       trainableParams: nan(s.trainableParams.mean),
       flops: nan(s.flops.mean),
       wallSeconds: nan(s.wallSeconds.mean),
+      peakTensorBytes: nan(s.peakTensorBytes.mean),
     })),
   );
 }

@@ -30,7 +30,7 @@ export interface MetricsFile {
   bootstrap?: { samples: number; seed: number; unit: string };
 }
 
-/** cost.json: what training cost. Seconds are wall time; FLOPs are the trainer's estimate. */
+/** cost.json: what training cost. Seconds are wall time; FLOPs are nominal, computed from layer shapes. */
 export interface CostFile {
   trainSeconds: number;
   evalSeconds: number;
@@ -38,9 +38,13 @@ export interface CostFile {
   flops: number;
   trainableParams: number;
   totalParams: number;
+  /** Highest TF.js tensor memory of this run, in bytes. */
   peakTensorBytes: number;
+  /** Resident memory of the whole process, in bytes; the same for every run of one process, since the wasm heap never shrinks. */
   peakRssBytes: number;
   backend: string;
+  /** Batches whose frozen-prefix activations came from the activation cache (0 or absent: none). */
+  activationCacheHits?: number;
 }
 
 /** forgetting.json: source-domain zero-shot top-1 accuracy before and after fine-tuning. */

@@ -31,7 +31,12 @@ export interface MethodSummary {
   /** Training plus selection wall time in seconds, per seed. */
   wallSeconds: Spread;
   selectionFlops: Spread;
+  /** Highest TF.js tensor memory per run, in bytes. */
+  peakTensorBytes: Spread;
+  /** Peak resident memory of the process that ran each run, in bytes (process-wide, see CostFile). */
   peakRssBytes: Spread;
+  /** Number of evaluated runs that read frozen-prefix activations from the activation cache. */
+  cachedRuns: number;
 }
 
 /** Computes the spread of the finite values in `values`. */
@@ -112,7 +117,9 @@ export function summarizeMethods(runs: LoadedRun[]): MethodSummary[] {
       flops: spread(flops),
       wallSeconds: spread(wall),
       selectionFlops: spread([...selections.values()].map((s) => s.cost.flops)),
+      peakTensorBytes: spread(evaluated.map((r) => r.cost?.peakTensorBytes)),
       peakRssBytes: spread(evaluated.map((r) => r.cost?.peakRssBytes)),
+      cachedRuns: evaluated.filter((r) => (r.cost?.activationCacheHits ?? 0) > 0).length,
     };
   });
 }

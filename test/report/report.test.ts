@@ -310,6 +310,35 @@ test('training curves colour by method', (t) => {
   t.deepEqual(full.map((trace) => trace.name), ['seed 0', 'seed 1']);
 });
 
+test('summary shows peak tensor memory', (t) => {
+  const dir = writeSyntheticRuns();
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-out-')), 'report.html');
+  const model = writeReport(dir, out);
+  const row = (method: string) => model.summary.find((r) => r.method === method)!;
+
+  // Method index 1 (full): 2e8 bytes; index 2 (truncate-2): 3e8 bytes.
+  t.is(row('full').tensorMemory, '191 MiB');
+  t.is(row('truncate-2').tensorMemory, '286 MiB');
+  t.is(row('zero-shot').tensorMemory, 'n/a');
+
+  const doc = parse(fs.readFileSync(out, 'utf8')) as unknown as Node;
+  const header = textOf(byId(doc, 'summary-table')!);
+  t.true(header.includes('peak RSS (process)'), 'the RSS column says it is process-wide');
+  t.regex(textOf(byId(doc, 'note-rss')!), /whole process/);
+});
+
+test('summary marks cached wall time', (t) => {
+  const dir = writeSyntheticRuns();
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-out-')), 'report.html');
+  const model = writeReport(dir, out);
+  const wall = (method: string) => model.summary.find((r) => r.method === method)!.wall;
+
+  t.regex(wall('gradient-rgn'), /†$/);
+  t.notRegex(wall('full'), /†/);
+  const doc = parse(fs.readFileSync(out, 'utf8')) as unknown as Node;
+  t.regex(textOf(byId(doc, 'note-wall')!), /FLOPs are nominal/);
+});
+
 test('report rejects empty runs directory', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-empty-'));
   const error = t.throws(() => buildReportModel(dir));

@@ -100,9 +100,11 @@ export function writeSyntheticRuns(options: SyntheticOptions = {}): string {
           flops: 1e10 * (m + 1),
           trainableParams: 1000 * (m + 1),
           totalParams: 100000,
-          peakTensorBytes: 1e8,
+          peakTensorBytes: 1e8 * (m + 1),
+          // One process ran every method, so RSS is the same high-water mark everywhere.
           peakRssBytes: 5e8,
           backend: 'wasm',
+          activationCacheHits: method === 'gradient-rgn' && seed === 0 ? 12 : 0,
         });
         run.writeJson('history.json', {
           epochs: [1, 2, 3].map((epoch) => ({ epoch, trainLoss: 0.7 / epoch, valMeanAuroc: quality + 0.01 * epoch, lr: 1e-4, seconds: 3 })),
