@@ -3,6 +3,7 @@
 // JSON goes to stdout (and to --out), and a readable table goes to stderr.
 import { Command, InvalidArgumentError } from 'commander';
 import { SPLITS, type Split } from '../data/dataset.ts';
+import { MAX_BOOTSTRAP_SAMPLES } from '../eval/bootstrap.ts';
 import { DEFAULT_BOOTSTRAP_SAMPLES, evaluatePredictions, type MetricsJson } from '../eval/metrics.ts';
 import { readPredictions } from '../eval/predictions.ts';
 import { writeJsonAtomic } from '../util/atomic.ts';
@@ -56,9 +57,10 @@ export function formatMetricsTable(metrics: MetricsJson): string {
   return lines.join('\n');
 }
 
-function parseCount(value: string): number {
+function parseBootstrap(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got '${value}'.`);
+  if (n > MAX_BOOTSTRAP_SAMPLES) throw new InvalidArgumentError(`${value} exceeds the maximum of ${MAX_BOOTSTRAP_SAMPLES} replicates.`);
   return n;
 }
 
@@ -78,7 +80,7 @@ export function register(program: Command): void {
     .command('metrics')
     .description('Evaluate a predictions.csv: per-finding and mean AUROC with patient bootstrap intervals, and average precision.')
     .requiredOption('--predictions <file>', 'predictions CSV: image,patient,split,label:<Finding>...,score:<Finding>...')
-    .option('--bootstrap <n>', 'bootstrap replicates, resampling patients; 0 turns intervals off', parseCount, DEFAULT_BOOTSTRAP_SAMPLES)
+    .option('--bootstrap <n>', `bootstrap replicates, resampling patients, at most ${MAX_BOOTSTRAP_SAMPLES}; 0 turns intervals off`, parseBootstrap, DEFAULT_BOOTSTRAP_SAMPLES)
     .option('--seed <s>', 'bootstrap seed', parseSeed, 0)
     .option('--split <split>', 'evaluate only rows of this split (train, val or test)', parseSplit)
     .option('--out <file>', 'also write the metrics JSON to this file (atomically)')

@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Split } from '../data/dataset.ts';
 import type { DatasetName } from '../data/registry.ts';
+import { MAX_BOOTSTRAP_SAMPLES } from '../eval/bootstrap.ts';
 import { runZeroShot } from '../eval/zeroShotRun.ts';
 import { parseJsonObject } from './train.ts';
 
@@ -14,10 +15,11 @@ function positiveInteger(name: string) {
   };
 }
 
-function nonNegativeInteger(name: string) {
+function nonNegativeInteger(name: string, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer, got '${value}'.`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be at most ${max}, got '${value}'.`);
     return n;
   };
 }
@@ -50,7 +52,7 @@ export function register(program: Command): void {
     .option('--limit <n>', 'maximum images, a seeded sample stratified by finding', positiveInteger('--limit'))
     .option('--runs <dir>', 'folder for run records', 'runs')
     .option('--prompts <file>', 'prompt templates JSON replacing the shipped ones')
-    .option('--bootstrap <n>', 'bootstrap replicates for confidence intervals (0 turns them off)', nonNegativeInteger('--bootstrap'), 1000)
+    .option('--bootstrap <n>', `bootstrap replicates for confidence intervals, at most ${MAX_BOOTSTRAP_SAMPLES} (0 turns them off)`, nonNegativeInteger('--bootstrap', MAX_BOOTSTRAP_SAMPLES), 1000)
     .option('--seed <s>', 'seed of the sample and the bootstrap', nonNegativeInteger('--seed'), 0)
     .option('--batch-size <n>', 'images per forward pass', positiveInteger('--batch-size'), 16)
     .option('--force', 'recompute even when a complete record of this config exists')

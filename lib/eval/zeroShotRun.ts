@@ -21,6 +21,7 @@ import { initBackend } from '../util/backend.ts';
 import { sha256File } from '../util/hash.ts';
 import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
+import { checkBootstrapSamples } from './bootstrap.ts';
 import { DEFAULT_BOOTSTRAP_SAMPLES, evaluatePredictions, type MetricsJson } from './metrics.ts';
 import { writePredictions, type PredictionRow } from './predictions.ts';
 import { sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from './forgetting.ts';
@@ -82,6 +83,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     throw new Error(`Invalid limit ${options.limit}: expected a positive integer number of images.`);
   }
   if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`Invalid batch size ${batchSize}: expected a positive integer.`);
+  checkBootstrapSamples(bootstrap);
 
   // 1. Backend, model and dataset.
   const backend = await initBackend(options.backend);

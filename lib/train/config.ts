@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import AjvModule from 'ajv';
 import { openImageFolder } from '../data/imageFolder.ts';
+import { MAX_BOOTSTRAP_SAMPLES } from '../eval/bootstrap.ts';
 import { readJson } from '../util/atomic.ts';
 
 export interface SourceSet {
@@ -165,7 +166,7 @@ export const TRAIN_SCHEMA = {
       properties: { train: limitSchema, val: limitSchema, test: limitSchema },
     },
     seed: { type: 'integer', minimum: 0 },
-    bootstrap: { type: 'integer', minimum: 0 },
+    bootstrap: { type: 'integer', minimum: 0, maximum: MAX_BOOTSTRAP_SAMPLES },
     evaluateTest: { type: 'boolean' },
     source: {
       type: 'array',

@@ -84,3 +84,9 @@ test('percentile interpolates like numpy', (t) => {
   t.is(percentile(sorted, 0.5), 2.5);
   t.true(Math.abs(percentile(sorted, 0.975) - 3.925) < 1e-12);
 });
+
+test('bootstrap rejects huge sample count', (t) => {
+  const { patients, labels, scores } = makeData(1);
+  const error = t.throws(() => bootstrapAuroc(labels, scores, patients, { samples: 1e9, seed: 0 }));
+  t.regex(error!.message, /Invalid bootstrap sample count 1000000000: the maximum is 100000 replicates/);
+});

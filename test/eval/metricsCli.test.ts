@@ -62,6 +62,12 @@ test('metrics cli rejects bad bootstrap', (t) => {
   t.regex(stderr, /--bootstrap.*non-negative integer, got '-3'/);
 });
 
+test('metrics cli rejects huge bootstrap', (t) => {
+  const { code, stderr } = runCli(['metrics', '--predictions', 'x.csv', '--bootstrap', '1e9']);
+  t.not(code, 0);
+  t.regex(stderr, /--bootstrap.*'1e9'.*1e9 exceeds the maximum of 100000 replicates/);
+});
+
 test('metrics cli names bad file', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-metrics-'));
   const file = path.join(dir, 'p.csv');

@@ -104,6 +104,12 @@ sharedTest('invalid split is rejected', async (t) => {
   t.regex(String((error as { stderr?: string }).stderr), /Invalid --split 'dev'/);
 });
 
+test('zero-shot rejects huge bootstrap', async (t) => {
+  // Rejected while parsing flags, before the checkpoint or data is read.
+  const error = await t.throwsAsync(cli(['zero-shot', '--checkpoint', '/nonexistent', '--data', '/nonexistent', '--bootstrap', '1000000000']));
+  t.regex(String((error as { stderr?: string }).stderr), /--bootstrap must be at most 100000, got '1000000000'/);
+});
+
 sharedTest('zero-shot strict images rejects missing', async (t) => {
   const error = await t.throwsAsync(cli([...runArgs, '--strict-images']));
   const stderr = String((error as { stderr?: string }).stderr);

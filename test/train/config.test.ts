@@ -127,3 +127,8 @@ test('input paths: missing option file', (t) => {
   t.notThrows(() => checkInputPaths(config));
   fs.rmSync(dir, { recursive: true });
 });
+
+test('config rejects huge bootstrap', (t) => {
+  const error = t.throws(() => parseTrainConfig({ ...minimal, bootstrap: 1e9 }), { instanceOf: ConfigError });
+  t.regex(error!.message, /invalid value for 'bootstrap': 1000000000 must be <= 100000/);
+});
