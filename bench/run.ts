@@ -64,9 +64,10 @@ function findTorchPython(): { python: string | null; version: string | null; rea
   };
 }
 
-function runClipfreeze(taskArgs: string[]): Figures {
+function runClipfreeze(taskArgs: string[], env: Record<string, string> = {}): Figures {
   const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(benchDir, 'task.ts'), '--model', model, ...taskArgs], {
     encoding: 'utf8',
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 1 << 20,
   });
@@ -88,7 +89,7 @@ if (torch.reason) log.warn(`PyTorch peer unavailable: ${torch.reason}`);
 const started = new Date();
 const loadBefore = os.loadavg();
 
-const tasks: Array<{ name: string; args: string[] }> = [
+const tasks: Array<{ name: string; args: string[]; env?: Record<string, string> }> = [
   { name: 'forward, batch 8', args: ['--task', 'forward', '--batch', '8', '--repeats', String(forwardRepeats)] },
   { name: 'forward, batch 32', args: ['--task', 'forward', '--batch', '32', '--repeats', String(Math.max(1, forwardRepeats - 1))] },
   ...BENCH_PLANS.map((plan) => ({
@@ -110,12 +111,16 @@ if (onnxRuntime) {
     const forwardTask = tasks.find((task) => task.name === `forward, batch ${batch}`)!;
     tasks.push({ name: `forward, batch ${batch}, onnxruntime`, args: [...forwardTask.args, '--runtime', 'onnx'] });
   }
+  // The trainer runs frozen prefixes on onnxruntime when it is installed; this row shows the
+  // same step with the prefix on TF.js.
+  const frozen8 = tasks.find((task) => task.name.startsWith('train frozen8'))!;
+  tasks.push({ name: `${frozen8.name}, TF.js prefix`, args: frozen8.args, env: { CLIPFREEZE_PREFIX_RUNTIME: 'tfjs' } });
 }
 
 const rows: Row[] = [];
 for (const task of tasks) {
   log.info(`bench: ${task.name} (clipfreeze)`);
-  const ours = runClipfreeze(task.args);
+  const ours = runClipfreeze(task.args, task.env);
   let peer: Figures | null = null;
   if (torch.python) {
     log.info(`bench: ${task.name} (PyTorch)`);
@@ -181,11 +186,11 @@ function formatReport(r: typeof report): string {
     r.torch.python ? `PyTorch ${r.torch.version} (${r.torch.python}), 2 threads, OMP_WAIT_POLICY=PASSIVE, BLAS ${r.torch.blas}` : `PyTorch peer not run: ${r.torch.unavailableReason}`,
     r.onnxRuntime ? `onnxruntime-node ${r.onnxRuntime} for the onnxruntime rows (2 threads)` : 'onnxruntime-node not installed: no onnxruntime rows',
     '',
-    `${'task'.padEnd(36)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
+    `${'task'.padEnd(48)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
   ];
   for (const row of r.rows) {
     lines.push(
-      `${row.name.padEnd(36)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
+      `${row.name.padEnd(48)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
         `${mib(row.clipfreeze.peakTensorBytes).padStart(16)} ${`${mib(row.clipfreeze.peakRssBytes)} / ${mib(row.torch?.peakRssBytes)}`.padStart(22)}`,
     );
   }

@@ -20,6 +20,7 @@ import { AdamW } from '../lib/train/adamw.ts';
 import { parseTrainConfig } from '../lib/train/config.ts';
 import { peakRssBytes, wasmHeapBytes } from '../lib/train/cost.ts';
 import { markFrozenVariables } from '../lib/train/frozenVariables.ts';
+import { createOnnxPrefix, type OnnxPrefix } from '../lib/train/onnxPrefix.ts';
 import { GradientBuffer } from '../lib/train/gradientBuffer.ts';
 import { TaskHead } from '../lib/train/head.ts';
 import { runPrefix, splitPoint, type SplitPoint } from '../lib/train/imagePath.ts';
@@ -130,12 +131,14 @@ function disposeTrainer(trainer: Trainer): void {
  * Runs one optimiser step over images first .. first+batchSize-1 in micro-batches. `prefix`
  * returns the frozen prefix's output for a micro-batch (computed, or read from a cache).
  */
-function optimiserStep(trainer: Trainer, first: number, batchSize: number, microBatchSize: number, prefix: (first: number, count: number) => tf.Tensor): number {
+type Prefix = (first: number, count: number) => Promise<tf.Tensor>;
+
+async function optimiserStep(trainer: Trainer, first: number, batchSize: number, microBatchSize: number, prefix: Prefix): Promise<number> {
   const grads = new GradientBuffer();
   let loss = 0;
   for (let start = first; start < first + batchSize; start += microBatchSize) {
     const count = Math.min(microBatchSize, first + batchSize - start);
-    const x = prefix(start, count);
+    const x = await prefix(start, count);
     sampleMemory();
     const kept = Array.from({ length: count }, (_, i) => ({ id: String(start + i), patient: String(start + i), split: 'train' as const, labels: [] }));
     const micro = { x, labels: labelsFor(start, count), kept };
@@ -148,9 +151,18 @@ function optimiserStep(trainer: Trainer, first: number, batchSize: number, micro
   return loss;
 }
 
-function computePrefix(split: SplitPoint): (first: number, count: number) => tf.Tensor {
-  return (first, count) => {
+/**
+ * Returns the trainer's way of computing the frozen prefix: onnxruntime-node when installed
+ * (unless CLIPFREEZE_PREFIX_RUNTIME=tfjs), otherwise runPrefix on TF.js.
+ */
+function computePrefix(split: SplitPoint, onnx: OnnxPrefix | null): Prefix {
+  return async (first, count) => {
     const pixels = pixelsFor(first, count);
+    if (onnx) {
+      const values = await onnx.run(pixels.dataSync() as Float32Array, count);
+      pixels.dispose();
+      return tf.tensor(values, [count, ...split.outputShape]);
+    }
     const x = runPrefix(model, split, pixels);
     pixels.dispose();
     return x;
@@ -158,20 +170,23 @@ function computePrefix(split: SplitPoint): (first: number, count: number) => tf.
 }
 
 /** Times `steps` optimiser steps of a benchmark plan, after one untimed warm-up micro-batch. */
-function train(plan: BenchPlan, batchSize: number, microBatchSize: number, steps: number): Record<string, number> {
+async function train(plan: BenchPlan, batchSize: number, microBatchSize: number, steps: number): Promise<Record<string, number | string>> {
   const trainer = makeTrainer(planSpec(plan, config.vision.layers), batchSize, microBatchSize);
-  const prefix = computePrefix(trainer.split);
+  const onnx = await createOnnxPrefix(model, trainer.split);
+  const prefix = computePrefix(trainer.split, onnx);
   const warmUp = makeTrainer(planSpec(plan, config.vision.layers), microBatchSize, microBatchSize);
-  optimiserStep(warmUp, 0, microBatchSize, microBatchSize, prefix);
+  await optimiserStep(warmUp, 0, microBatchSize, microBatchSize, prefix);
   disposeTrainer(warmUp);
 
   const started = performance.now();
   let loss = 0;
-  for (let step = 0; step < steps; step++) loss = optimiserStep(trainer, step * batchSize, batchSize, microBatchSize, prefix);
+  for (let step = 0; step < steps; step++) loss = await optimiserStep(trainer, step * batchSize, batchSize, microBatchSize, prefix);
   const seconds = (performance.now() - started) / 1000 / steps;
   const trainable = trainer.params.reduce((sum, p) => sum + p.variable.size, 0);
   disposeTrainer(trainer);
-  return { msPerImage: (1000 * seconds) / batchSize, imagesPerSecond: batchSize / seconds, trainableParams: trainable, loss };
+  await onnx?.dispose();
+  const prefixRuntime = trainer.split.start === 0 ? 'none' : onnx ? 'onnx' : 'tfjs';
+  return { msPerImage: (1000 * seconds) / batchSize, imagesPerSecond: batchSize / seconds, trainableParams: trainable, loss, prefixRuntime };
 }
 
 /**
@@ -179,7 +194,7 @@ function train(plan: BenchPlan, batchSize: number, microBatchSize: number, steps
  * `images` images each, and returns the sweep's wall time. With the cache, the prefix output
  * of each image is computed once and read back by every later epoch and plan.
  */
-function sweep(useCache: boolean, images: number, epochs: number, microBatchSize: number): Record<string, number> {
+async function sweep(useCache: boolean, images: number, epochs: number, microBatchSize: number): Promise<Record<string, number | string>> {
   const layers = config.vision.layers;
   const k = firstTrainedBlock(layers);
   const plans = [
@@ -189,15 +204,18 @@ function sweep(useCache: boolean, images: number, epochs: number, microBatchSize
   ];
   const cacheRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-bench-cache-'));
   let prefixImages = 0;
+  let prefixRuntime = 'tfjs';
   const started = performance.now();
   try {
     for (const spec of plans) {
       const trainer = makeTrainer(spec, Math.min(32, images), microBatchSize);
-      const computed = computePrefix(trainer.split);
+      const onnx = await createOnnxPrefix(model, trainer.split);
+      if (onnx) prefixRuntime = 'onnx';
+      const computed = computePrefix(trainer.split, onnx);
       const cache = useCache
         ? new ActivationCache(cacheRoot, { checkpointSha256: 'random-0', preprocessKey: 'random', lastFrozenUnit: trainer.split.lastFrozen!, shape: trainer.split.outputShape })
         : null;
-      const prefix = (first: number, count: number): tf.Tensor => {
+      const prefix: Prefix = async (first, count) => {
         const rows = cache ? Array.from({ length: count }, (_, i) => cache.get(String(first + i))) : [];
         if (cache && rows.every((row) => row !== null)) {
           const data = new Float32Array(count * cache.valuesPerImage);
@@ -205,7 +223,7 @@ function sweep(useCache: boolean, images: number, epochs: number, microBatchSize
           return tf.tensor(data, [count, ...trainer.split.outputShape]);
         }
         prefixImages += count;
-        const x = computed(first, count);
+        const x = await computed(first, count);
         if (cache) {
           const values = x.dataSync() as Float32Array;
           for (let i = 0; i < count; i++) cache.put(String(first + i), values.slice(i * cache.valuesPerImage, (i + 1) * cache.valuesPerImage));
@@ -214,18 +232,19 @@ function sweep(useCache: boolean, images: number, epochs: number, microBatchSize
       };
       const batchSize = Math.min(32, images);
       for (let epoch = 0; epoch < epochs; epoch++) {
-        for (let first = 0; first < images; first += batchSize) optimiserStep(trainer, first, Math.min(batchSize, images - first), microBatchSize, prefix);
+        for (let first = 0; first < images; first += batchSize) await optimiserStep(trainer, first, Math.min(batchSize, images - first), microBatchSize, prefix);
       }
       disposeTrainer(trainer);
+      await onnx?.dispose();
     }
   } finally {
     fs.rmSync(cacheRoot, { recursive: true, force: true });
   }
   const seconds = (performance.now() - started) / 1000;
-  return { seconds, plans: plans.length, images, epochs, prefixImages };
+  return { seconds, plans: plans.length, images, epochs, prefixImages, prefixRuntime };
 }
 
-let result: Record<string, number>;
+let result: Record<string, number | string>;
 if (task === 'forward') {
   const runtime = option('runtime', 'tfjs');
   if (runtime !== 'tfjs' && runtime !== 'onnx') throw new Error(`Invalid --runtime ${runtime}: expected tfjs or onnx.`);
@@ -238,11 +257,11 @@ if (task === 'forward') {
   const batchSize = intOption('batch-size', 32);
   const microBatchSize = intOption('micro-batch-size', 4);
   if (batchSize % microBatchSize !== 0) throw new Error(`Invalid --micro-batch-size ${microBatchSize}: it must divide --batch-size ${batchSize}.`);
-  result = train(plan, batchSize, microBatchSize, intOption('steps', 1));
+  result = await train(plan, batchSize, microBatchSize, intOption('steps', 1));
 } else if (task === 'sweep') {
   const cache = option('cache', 'on');
   if (cache !== 'on' && cache !== 'off') throw new Error(`Invalid --cache ${cache}: expected on or off.`);
-  result = sweep(cache === 'on', intOption('images', 32), intOption('epochs', 2), intOption('micro-batch-size', 4));
+  result = await sweep(cache === 'on', intOption('images', 32), intOption('epochs', 2), intOption('micro-batch-size', 4));
 } else {
   throw new Error(`Invalid --task '${task}': expected forward, train or sweep.`);
 }

@@ -40,6 +40,7 @@ import { GradientBuffer } from './gradientBuffer.ts';
 import { checkInputPaths, identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
 import { CostMeter, type CostJson } from './cost.ts';
 import { markFrozenVariables } from './frozenVariables.ts';
+import { createOnnxPrefix, type OnnxPrefix } from './onnxPrefix.ts';
 import { TaskHead } from './head.ts';
 import { runPrefix, runSuffix, splitPoint, type SplitPoint } from './imagePath.ts';
 import { bceWithLogits, positiveWeights } from './loss.ts';
@@ -215,7 +216,8 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
           shape: split.outputShape,
         })
       : null;
-  const inputs = new PrefixInputs(model, split, dataset, preprocess, cache, config.microBatchSize);
+  const onnxPrefix = await createOnnxPrefix(model, split);
+  const inputs = new PrefixInputs(model, split, dataset, preprocess, cache, config.microBatchSize, onnxPrefix);
 
   const params = trainableParams(model, head, plan, config);
   const optimizer = new AdamW(params, { beta1: config.beta1, beta2: config.beta2, eps: config.eps, weightDecay: config.weightDecay });
@@ -392,6 +394,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   } else {
     logger.info('Test evaluation is off (evaluateTest false): no metrics.json or predictions.csv.');
   }
+  await onnxPrefix?.dispose();
   record.writeJson('history.json', { epochs: meta.history, bestEpoch: meta.bestEpoch, bestValMeanAuroc: meta.bestValMeanAuroc });
 
   if (forgettingBefore) {
@@ -566,6 +569,8 @@ class PrefixInputs {
     private readonly preprocess: PreprocessConfig,
     private readonly cache: ActivationCache | null,
     private readonly chunk: number,
+    /** Runs the prefix on onnxruntime-node instead of TF.js when set. */
+    private readonly onnx: OnnxPrefix | null = null,
   ) {}
 
   /** Returns the prefix output [B, ...outputShape], labels [B, F] and the samples kept. */
@@ -584,9 +589,14 @@ class PrefixInputs {
       const batch = await loadBatch(this.dataset, part, this.preprocess, { progressFrom: Infinity });
       if (batch.kept.length === 0) continue;
       const size = this.preprocess.size;
-      const output = tf.tidy(() => runPrefix(this.model, this.split, tf.tensor4d(batch.pixels, [batch.kept.length, 3, size, size])));
-      const values = output.dataSync() as Float32Array;
-      output.dispose();
+      let values: Float32Array;
+      if (this.onnx) {
+        values = await this.onnx.run(batch.pixels, batch.kept.length);
+      } else {
+        const output = tf.tidy(() => runPrefix(this.model, this.split, tf.tensor4d(batch.pixels, [batch.kept.length, 3, size, size])));
+        values = output.dataSync() as Float32Array;
+        output.dispose();
+      }
       batch.kept.forEach((sample, i) => {
         const row = values.slice(i * perImage, (i + 1) * perImage);
         found.set(sample.id, row);
