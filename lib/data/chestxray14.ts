@@ -28,6 +28,12 @@ const KAGGLE_FOLDER = /^images_\d{3}$/;
 /** Image names shown in a message before the rest are only counted. */
 const NAMES_SHOWN = 5;
 
+/**
+ * Data folders whose missing and unlisted images were already logged at warn level by this
+ * process. A study opens the same folder for every run, so later opens log them at debug level.
+ */
+const foldersWarned = new Set<string>();
+
 export const DEFAULT_PROMPTS_FILE = fileURLToPath(new URL('../eval/prompts/chestxray14.json', import.meta.url));
 
 export interface ChestXray14Options {
@@ -122,15 +128,18 @@ export class ChestXray14Dataset implements TargetDataset {
     const official = readOfficialSplit(root);
     const listed = [...official.trainVal, ...official.test];
     const absent = listed.filter((name) => !scan.files.has(name));
+    const firstOpen = !foldersWarned.has(root);
+    const warnOnce = (message: string) => (firstOpen ? logger.warn(message) : logger.debug(message));
     if (absent.length > 0) {
       const message = `${absent.length} of ${listed.length} images listed in the split lists are missing from ${root} (first: ${absent.slice(0, NAMES_SHOWN).join(', ')})`;
       if (options.strictImages) throw new Error(`${message}. Download the missing images, or open the dataset without the strictImages option (--strict-images) to skip them.`);
-      logger.warn(`${message}. They are skipped.`);
+      warnOnce(`${message}. They are skipped; the count is in each run's dataset.json, and later opens of this folder log it at debug level.`);
     }
     const unlisted = [...scan.files.keys()].filter((name) => !official.trainVal.has(name) && !official.test.has(name));
     if (unlisted.length > 0) {
-      logger.warn(`${unlisted.length} image(s) in ${root} are in neither split list and are ignored (first: ${unlisted.slice(0, NAMES_SHOWN).join(', ')}).`);
+      warnOnce(`${unlisted.length} image(s) in ${root} are in neither split list and are ignored (first: ${unlisted.slice(0, NAMES_SHOWN).join(', ')}).`);
     }
+    foldersWarned.add(root);
 
     // 2. Labels of the listed images that are present.
     const present = new Set(listed.filter((name) => scan.files.has(name)));

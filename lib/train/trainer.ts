@@ -109,7 +109,7 @@ export class TrainingAbortedError extends Error {
   }
 }
 
-const TRAIN_FILES = ['config.json', 'environment.json', 'history.json', 'cost.json'];
+const TRAIN_FILES = ['config.json', 'environment.json', 'dataset.json', 'history.json', 'cost.json'];
 const TEST_FILES = ['metrics.json', 'predictions.csv'];
 
 /**
@@ -396,6 +396,8 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   }
   await onnxPrefix?.dispose();
   record.writeJson('history.json', { epochs: meta.history, bestEpoch: meta.bestEpoch, bestValMeanAuroc: meta.bestValMeanAuroc });
+  // The dataset summary, with the missing and corrupt images skipped, which the log may show only once per process.
+  record.writeJson('dataset.json', dataset.describe());
 
   if (forgettingBefore) {
     const after = await measureForgetting(ctx, tokenizer, preprocess, plan.truncate, 'after fine-tuning');

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,7 +7,7 @@ import { ChestXray14Dataset } from '../../lib/data/chestxray14.ts';
 import { SPLITS, type Sample } from '../../lib/data/dataset.ts';
 import { openDataset } from '../../lib/data/registry.ts';
 import { assertPatientDisjoint } from '../../lib/data/splits.ts';
-import { hasShared } from '../helpers/shared.ts';
+import { hasShared, PROJECT_ROOT } from '../helpers/shared.ts';
 import { makeTempDataset, SAMPLE_DIR, sampleImages } from './chestxray14Fixture.ts';
 
 const sharedTest = hasShared('data', 'chestxray14-sample') ? test : test.skip;
@@ -225,4 +226,28 @@ sharedTest('registry opens chestxray14', async (t) => {
 
 test('registry rejects unknown dataset', async (t) => {
   await t.throwsAsync(openDataset('mnist' as 'chestxray14', '/nonexistent'), { message: /Unknown dataset 'mnist'/ });
+});
+
+/** Opens the sample folder twice in a new process and returns its log on stderr. */
+function openTwiceLog(logLevel: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cxr-warn-'));
+  const script = path.join(dir, 'open-twice.ts');
+  const module = path.join(PROJECT_ROOT, 'lib', 'data', 'chestxray14.ts');
+  fs.writeFileSync(
+    script,
+    `import { ChestXray14Dataset } from ${JSON.stringify(module)};\n` +
+      `for (let i = 0; i < 2; i++) ChestXray14Dataset.open(${JSON.stringify(SAMPLE_DIR)}, { cache: false });\n`,
+  );
+  const result = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: PROJECT_ROOT, encoding: 'utf8', env: { ...process.env, CLIPFREEZE_LOG_LEVEL: logLevel } });
+  fs.rmSync(dir, { recursive: true });
+  if (result.status !== 0) throw new Error(`open-twice script failed: ${result.stderr}`);
+  return result.stderr;
+}
+
+sharedTest('chestxray14 missing warning once', (t) => {
+  // The sample has the official split lists of all 112,120 images, so most are missing.
+  const warnings = openTwiceLog('info').match(/WARN.*images listed in the split lists are missing/g) ?? [];
+  t.is(warnings.length, 1);
+  const debug = openTwiceLog('debug').match(/DEBUG.*images listed in the split lists are missing/g) ?? [];
+  t.is(debug.length, 1);
 });

@@ -87,9 +87,13 @@ sharedTest('trainer lowers loss on fixed batch', async (t) => {
 sharedTest('trainer records cost and skips rerun', async (t) => {
   const runs = tempRuns();
   const result = await trainRun(baseConfig(runs, { trainUnits: 'head', epochs: 1, method: 'linear-probe' }));
-  for (const file of ['config.json', 'environment.json', 'history.json', 'cost.json', 'metrics.json', 'predictions.csv', 'complete.json']) {
+  for (const file of ['config.json', 'environment.json', 'dataset.json', 'history.json', 'cost.json', 'metrics.json', 'predictions.csv', 'complete.json']) {
     t.true(fs.existsSync(path.join(result.runDir, file)), file);
   }
+  // The sample has the split lists of the full dataset: 112,120 listed, 621 present.
+  const dataset = JSON.parse(fs.readFileSync(path.join(result.runDir, 'dataset.json'), 'utf8')) as { missing: number; skipped: { missing: number } };
+  t.is(dataset.missing, 112_120 - 621);
+  t.is(dataset.skipped.missing, 112_120 - 621);
   t.is(result.cost.trainableParams, 32 * 14 + 14);
   t.is(result.cost.imagesSeen, 16);
   t.true(result.cost.flops > 0);
