@@ -40,14 +40,27 @@ export function figureHtml(spec: FigureSpec | null, height?: number): string {
   );
 }
 
-/** Returns an HTML table of `rows` with the given columns; every cell is escaped. */
+// Inline styles, because JupyterLab's stylesheet sets `table-layout: fixed` and
+// `white-space: normal` on output tables, which squeezes a wide table's first column to one
+// character per line. Inline styles take precedence over those class rules.
+const WRAPPER_STYLE = 'overflow-x: auto; max-width: 100%';
+const TABLE_STYLE = 'table-layout: auto; border-collapse: collapse; margin: 0';
+const CELL_STYLE = 'white-space: nowrap';
+const FIRST_CELL_STYLE = 'white-space: nowrap; text-align: left; position: sticky; left: 0; z-index: 1; background: var(--jp-layout-color0, #fff)';
+
+/**
+ * Returns an HTML table of `rows` with the given columns; every cell is escaped. Cells do not
+ * wrap, and a table wider than the output scrolls sideways with the first column kept in view.
+ */
 export function tableHtml(rows: Array<Record<string, unknown>>, columns = Object.keys(rows[0] ?? {})): string {
   const format = (v: unknown): string => {
     if (v === null || v === undefined) return 'n/a';
     if (typeof v === 'number' && !Number.isInteger(v)) return v.toFixed(4);
     return String(v);
   };
-  const head = columns.map((c) => `<th>${escapeHtml(c)}</th>`).join('');
-  const body = rows.map((r) => `<tr>${columns.map((c) => `<td>${escapeHtml(format(r[c]))}</td>`).join('')}</tr>`).join('');
-  return `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
+  const cell = (tag: 'th' | 'td', text: string, i: number) => `<${tag} style="${i === 0 ? FIRST_CELL_STYLE : CELL_STYLE}">${escapeHtml(text)}</${tag}>`;
+
+  const head = columns.map((c, i) => cell('th', c, i)).join('');
+  const body = rows.map((r) => `<tr>${columns.map((c, i) => cell('td', format(r[c]), i)).join('')}</tr>`).join('');
+  return `<div style="${WRAPPER_STYLE}"><table style="${TABLE_STYLE}"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
 }

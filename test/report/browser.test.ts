@@ -4,8 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { writeReport } from '../../lib/report/render.ts';
+import { tableHtml } from '../../lib/report/notebook.ts';
 import { PROJECT_ROOT } from '../helpers/shared.ts';
 import { writeSyntheticRuns } from './synthetic.ts';
 
@@ -42,6 +43,95 @@ browserTest('report renders every figure offline', async (t) => {
 // One row per heatmap: Plotly fails on a plot area that is too small.
 browserTest('report renders single-run figures', async (t) => {
   await renderAndCheck(t, writeSyntheticRuns({ methods: ['similarity-cka'], seeds: [0] }), null);
+});
+
+/** Table layout after scrolling the table's container to its right end. */
+interface TableLayout {
+  /** Text lines in each first-column body cell (1 when the method name does not wrap). */
+  firstColumnLines: number[];
+  /** Whether the table is wider than its container, which then scrolls. */
+  scrolls: boolean;
+  /** Left edge of the first body cell minus the container's left edge, in CSS pixels. */
+  firstCellOffset: number;
+  /** Right edge of the last header cell minus the container's right edge, in CSS pixels. */
+  lastHeaderOverhang: number;
+}
+
+async function tableLayout(page: Page, tableSelector: string): Promise<TableLayout> {
+  return page.evaluate((selector) => {
+    const table = document.querySelector(selector) as HTMLTableElement;
+    const container = table.parentElement!;
+    // Inner functions stay anonymous: tsx names `const f = () => ...` with a helper that the page lacks.
+    const firstColumnLines = [...table.tBodies[0].rows].map((row) => {
+      const range = document.createRange();
+      range.selectNodeContents(row.cells[0]);
+      return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+    });
+
+    container.scrollLeft = container.scrollWidth;
+    const box = container.getBoundingClientRect();
+    const headers = table.tHead!.rows[0].cells;
+    return {
+      firstColumnLines,
+      scrolls: container.scrollWidth > container.clientWidth,
+      firstCellOffset: table.tBodies[0].rows[0].cells[0].getBoundingClientRect().left - box.left,
+      lastHeaderOverhang: headers[headers.length - 1].getBoundingClientRect().right - box.right,
+    };
+  }, tableSelector);
+}
+
+const CHESTXRAY14_FINDINGS = [
+  'Atelectasis', 'Cardiomegaly', 'Effusion', 'Infiltration', 'Mass', 'Nodule', 'Pneumonia', 'Pneumothorax',
+  'Consolidation', 'Edema', 'Emphysema', 'Fibrosis', 'Pleural_Thickening', 'Hernia',
+];
+
+browserTest('report table keeps method column visible', async (t) => {
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-browser-')), 'report.html');
+  writeReport(writeSyntheticRuns(), out);
+
+  const browser = await launch();
+  try {
+    // Narrower than the per-finding table, as on a laptop with the window split.
+    const page = await browser.newPage({ viewport: { width: 560, height: 900 } });
+    await page.goto(`file://${out}`);
+    const layout = await tableLayout(page, '#per-finding-table');
+    t.true(layout.firstColumnLines.every((n) => n === 1), `method cells span ${layout.firstColumnLines.join(', ')} lines`);
+    t.true(layout.scrolls, 'the table scrolls sideways');
+    t.true(Math.abs(layout.firstCellOffset) <= 1, `method column is ${layout.firstCellOffset}px off the left edge after scrolling`);
+    t.true(layout.lastHeaderOverhang <= 1, `last finding is ${layout.lastHeaderOverhang}px past the right edge`);
+  } finally {
+    await browser.close();
+  }
+});
+
+// JupyterLab 4's rules for HTML output tables (@jupyterlab/rendermime, as nbconvert's lab
+// template inlines them): a fixed table layout and wrapping cells.
+const JUPYTER_TABLE_CSS = `
+  .jp-RenderedHTMLCommon { font-family: system-ui, sans-serif; font-size: 14px; }
+  .jp-RenderedHTMLCommon table { border-collapse: collapse; border-spacing: 0; border: none; font-size: 12px; table-layout: fixed; margin-left: auto; margin-right: auto; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon tr { vertical-align: middle; padding: 0.5em; line-height: normal; white-space: normal; max-width: none; border: none; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: right; }
+  .jp-OutputArea-output { height: auto; overflow: auto; width: 600px; }
+`;
+
+browserTest('notebook table survives Jupyter styles', async (t) => {
+  const methods = ['zero-shot', 'full', 'truncate-1', 'head-only', 'gradient-rgn', 'search', 'similarity-mmd'];
+  const rows = methods.map((method, i) => Object.fromEntries([['method', method], ...CHESTXRAY14_FINDINGS.map((f, j) => [f, 0.5 + 0.01 * i + 0.001 * j])]));
+  const html = `<!DOCTYPE html><html><head><style>${JUPYTER_TABLE_CSS}</style></head><body>` +
+    `<div class="jp-RenderedHTMLCommon jp-OutputArea-output">${tableHtml(rows)}</div></body></html>`;
+
+  const browser = await launch();
+  try {
+    const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
+    await page.setContent(html);
+    const layout = await tableLayout(page, 'table');
+    t.true(layout.firstColumnLines.every((n) => n === 1), `method cells span ${layout.firstColumnLines.join(', ')} lines`);
+    t.true(layout.scrolls, 'the table scrolls sideways');
+    t.true(Math.abs(layout.firstCellOffset) <= 1, `method column is ${layout.firstCellOffset}px off the left edge after scrolling`);
+    t.true(layout.lastHeaderOverhang <= 1, `last finding is ${layout.lastHeaderOverhang}px past the right edge`);
+  } finally {
+    await browser.close();
+  }
 });
 
 async function renderAndCheck(t: ExecutionContext, runsDir: string, screenshot: string | null): Promise<void> {
