@@ -161,10 +161,13 @@ const SEED_SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'x', 'cross'
 /**
  * Training curves: one line per training run, validation AUROC (or training loss) per epoch.
  * Each method has one colour and each seed one line style and marker, and the legend groups
- * the seeds under their method.
+ * the seeds under their method, in `methodOrder` (methods not in it go last).
  */
-export function trainingCurves(runs: LoadedRun[], value: 'valMeanAuroc' | 'trainLoss'): FigureSpec | null {
-  const trained = runs.filter((r) => r.history && r.history.epochs.length > 0);
+export function trainingCurves(runs: LoadedRun[], value: 'valMeanAuroc' | 'trainLoss', methodOrder: string[] = []): FigureSpec | null {
+  const rank = (method: string) => (methodOrder.includes(method) ? methodOrder.indexOf(method) : methodOrder.length);
+  const trained = runs
+    .filter((r) => r.history && r.history.epochs.length > 0)
+    .sort((a, b) => rank(a.method) - rank(b.method) || (a.seed ?? -1) - (b.seed ?? -1));
   if (trained.length === 0) return null;
 
   const methods = [...new Set(trained.map((r) => r.method))];

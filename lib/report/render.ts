@@ -159,8 +159,8 @@ export function buildReportModel(runsDir: string): ReportModel {
     ['AUROC per finding', figures.perFindingHeatmap(summaries, findings)],
     ['AUROC against training cost', figures.costFigure(summaries)],
     ['AUROC against forgetting', figures.forgettingFigure(summaries)],
-    ['Validation AUROC per epoch', figures.trainingCurves(drawn, 'valMeanAuroc')],
-    ['Training loss per epoch', figures.trainingCurves(drawn, 'trainLoss')],
+    ['Validation AUROC per epoch', figures.trainingCurves(drawn, 'valMeanAuroc', order)],
+    ['Training loss per epoch', figures.trainingCurves(drawn, 'trainLoss', order)],
     ['Strategy scores per layer unit', figures.strategyScoresHeatmap(drawn, order)],
     ['Freeze plans', figures.plansFigure(planTable(drawn, order))],
   ];

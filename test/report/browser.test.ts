@@ -57,27 +57,30 @@ interface TableLayout {
   lastHeaderOverhang: number;
 }
 
-async function tableLayout(page: Page, tableSelector: string): Promise<TableLayout> {
-  return page.evaluate((selector) => {
-    const table = document.querySelector(selector) as HTMLTableElement;
-    const container = table.parentElement!;
-    // Inner functions stay anonymous: tsx names `const f = () => ...` with a helper that the page lacks.
-    const firstColumnLines = [...table.tBodies[0].rows].map((row) => {
-      const range = document.createRange();
-      range.selectNodeContents(row.cells[0]);
-      return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
-    });
+// Runs in the page. Plain JavaScript text, because the project compiles without DOM types and
+// tsx would wrap named inner functions in a helper that the page lacks.
+const TABLE_LAYOUT_SCRIPT = `(selector) => {
+  const table = document.querySelector(selector);
+  const container = table.parentElement;
+  const firstColumnLines = [...table.tBodies[0].rows].map((row) => {
+    const range = document.createRange();
+    range.selectNodeContents(row.cells[0]);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  });
 
-    container.scrollLeft = container.scrollWidth;
-    const box = container.getBoundingClientRect();
-    const headers = table.tHead!.rows[0].cells;
-    return {
-      firstColumnLines,
-      scrolls: container.scrollWidth > container.clientWidth,
-      firstCellOffset: table.tBodies[0].rows[0].cells[0].getBoundingClientRect().left - box.left,
-      lastHeaderOverhang: headers[headers.length - 1].getBoundingClientRect().right - box.right,
-    };
-  }, tableSelector);
+  container.scrollLeft = container.scrollWidth;
+  const box = container.getBoundingClientRect();
+  const headers = table.tHead.rows[0].cells;
+  return {
+    firstColumnLines,
+    scrolls: container.scrollWidth > container.clientWidth,
+    firstCellOffset: table.tBodies[0].rows[0].cells[0].getBoundingClientRect().left - box.left,
+    lastHeaderOverhang: headers[headers.length - 1].getBoundingClientRect().right - box.right,
+  };
+}`;
+
+async function tableLayout(page: Page, tableSelector: string): Promise<TableLayout> {
+  return page.evaluate(`(${TABLE_LAYOUT_SCRIPT})(${JSON.stringify(tableSelector)})`) as Promise<TableLayout>;
 }
 
 const CHESTXRAY14_FINDINGS = [

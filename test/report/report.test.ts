@@ -308,6 +308,9 @@ test('training curves colour by method', (t) => {
   const full = traces.filter((trace) => trace.legendgroup === 'full');
   t.not(full[0].line.dash, full[1].line.dash, 'seeds differ in line style');
   t.deepEqual(full.map((trace) => trace.name), ['seed 0', 'seed 1']);
+
+  const ordered = trainingCurves(runs, 'valMeanAuroc', [...methods].reverse())!.data as unknown as Trace[];
+  t.is(ordered[0].legendgroup, 'embed-only', 'legend follows the method order');
 });
 
 test('summary shows peak tensor memory', (t) => {
