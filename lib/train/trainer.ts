@@ -19,8 +19,9 @@ import { preprocessConfigFrom, preprocessKey, type PreprocessConfig } from '../c
 import { ClipTokenizer } from '../clip/tokenizer.ts';
 import type { Sample, Split, TargetDataset } from '../data/dataset.ts';
 import { loadBatch } from '../data/batches.ts';
+import { openImageFolder, sampleImageFolder, type ImageFolderSet } from '../data/imageFolder.ts';
 import { openDataset } from '../data/registry.ts';
-import { sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from '../eval/forgetting.ts';
+import { DEFAULT_SOURCE_TEMPLATES, sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from '../eval/forgetting.ts';
 import { evaluatePredictions, type MetricsJson } from '../eval/metrics.ts';
 import { writePredictions, type Predictions } from '../eval/predictions.ts';
 import { buildZeroShotClassifier, linearHeadInit, loadPrompts } from '../eval/zeroShot.ts';
@@ -37,8 +38,9 @@ import { ActivationCache } from './activationCache.ts';
 import { AdamW, type AdamWParam } from './adamw.ts';
 import { loadTrainState, saveTrainState, stateDir, type EpochRecord, type TrainStateMeta } from './checkpointState.ts';
 import { GradientBuffer } from './gradientBuffer.ts';
-import { checkInputPaths, identityOf, parseTrainConfig, type TrainConfig } from './config.ts';
+import { checkInputPaths, identityOf, parseTrainConfig, type SourceSet, type TrainConfig } from './config.ts';
 import { CostMeter, type CostJson } from './cost.ts';
+import { ForgettingBeforeCache } from './forgettingCache.ts';
 import { markFrozenVariables } from './frozenVariables.ts';
 import { createOnnxPrefix, type OnnxPrefix } from './onnxPrefix.ts';
 import { TaskHead } from './head.ts';
@@ -655,31 +657,70 @@ async function measureForgettingBefore(ctx: RunContext, tokenizer: ClipTokenizer
   if (fs.existsSync(path.join(stateDir(ctx.record.dir), 'state.json'))) {
     throw new Error(`Run ${ctx.record.runId} has saved training state but no forgetting-before.json; delete ${ctx.record.dir} to start it again.`);
   }
-  const before = await measureForgetting(ctx, tokenizer, preprocess, 0, 'before fine-tuning');
+
+  // The pretrained model's accuracy is the same for every run with these inputs, so it is
+  // cached next to the run records and measured only once per study.
+  const cache = new ForgettingBeforeCache(path.join(path.resolve(ctx.options.runsDir ?? ctx.config.runs), '.cache', 'forgetting-before'));
+  const before: SourceAccuracy[] = [];
+  for (const set of ctx.config.source) {
+    const folder = openImageFolder(set.path);
+    const inputs = {
+      checkpointSha256: ctx.checkpoint.sha256,
+      set: folder,
+      samples: sampleImageFolder(folder, set.limitPerClass, ctx.config.seed),
+      limitPerClass: set.limitPerClass,
+      seed: ctx.config.seed,
+      templates: DEFAULT_SOURCE_TEMPLATES,
+      preprocessKey: preprocessKey(preprocess),
+    };
+    const cached = cache.get(inputs);
+    if (cached) {
+      logger.info(`Forgetting before fine-tuning: ${set.name}: zero-shot top-1 ${(cached.accuracy * 100).toFixed(2)}% on ${cached.n} images, from ${cache.file(inputs)}`);
+      before.push({ ...cached, name: set.name });
+      continue;
+    }
+    const result = await measureSourceSet(ctx, tokenizer, preprocess, set, folder, 0, 'before fine-tuning');
+    cache.put(inputs, result);
+    before.push(result);
+  }
   ctx.record.writeJson('forgetting-before.json', before);
   return before;
 }
 
-/** Source-domain zero-shot top-1 of the current image tower, with the original text tower. */
+/** Source-domain zero-shot top-1 of the current image tower on every source set. */
 async function measureForgetting(ctx: RunContext, tokenizer: ClipTokenizer, preprocess: PreprocessConfig, truncate: number, when: string): Promise<SourceAccuracy[]> {
   const results: SourceAccuracy[] = [];
   for (const set of ctx.config.source) {
-    logger.info(`Forgetting ${when}: ${set.name}`);
-    // The plan never trains the text tower, so this model's text tower is the original one.
-    const result = await sourceZeroShotAccuracy({
-      imageModel: ctx.model,
-      textModel: ctx.model,
-      tokenizer,
-      set: set.path,
-      name: set.name,
-      preprocess,
-      limitPerClass: set.limitPerClass,
-      seed: ctx.config.seed,
-      truncate,
-    });
-    results.push({ ...result, name: set.name });
+    results.push(await measureSourceSet(ctx, tokenizer, preprocess, set, openImageFolder(set.path), truncate, when));
   }
   return results;
+}
+
+/** Source-domain zero-shot top-1 of the current image tower on one set, with the original text tower. */
+async function measureSourceSet(
+  ctx: RunContext,
+  tokenizer: ClipTokenizer,
+  preprocess: PreprocessConfig,
+  set: SourceSet,
+  folder: ImageFolderSet,
+  truncate: number,
+  when: string,
+): Promise<SourceAccuracy> {
+  logger.info(`Forgetting ${when}: ${set.name}`);
+  // The plan never trains the text tower, so this model's text tower is the original one.
+  const result = await sourceZeroShotAccuracy({
+    imageModel: ctx.model,
+    textModel: ctx.model,
+    tokenizer,
+    set: folder,
+    name: set.name,
+    preprocess,
+    limitPerClass: set.limitPerClass,
+    seed: ctx.config.seed,
+    templates: DEFAULT_SOURCE_TEMPLATES,
+    truncate,
+  });
+  return { ...result, name: set.name };
 }
 
 function completedResult(record: RunRecord): TrainRunResult {
