@@ -133,7 +133,7 @@ export class ChestXray14Dataset implements TargetDataset {
     if (absent.length > 0) {
       const message = `${absent.length} of ${listed.length} images listed in the split lists are missing from ${root} (first: ${absent.slice(0, NAMES_SHOWN).join(', ')})`;
       if (options.strictImages) throw new Error(`${message}. Download the missing images, or open the dataset without the strictImages option (--strict-images) to skip them.`);
-      warnOnce(`${message}. They are skipped; the count is in each run's dataset.json, and later opens of this folder log it at debug level.`);
+      warnOnce(`${message}. They are skipped. The count is in each run's dataset.json, and later opens of this folder in this process log it at debug level.`);
     }
     const unlisted = [...scan.files.keys()].filter((name) => !official.trainVal.has(name) && !official.test.has(name));
     if (unlisted.length > 0) {

@@ -687,7 +687,7 @@ async function measureForgettingBefore(ctx: RunContext, tokenizer: ClipTokenizer
   return before;
 }
 
-/** Source-domain zero-shot top-1 of the current image tower on every source set. */
+/** Measures the source-domain zero-shot top-1 of the current image tower on every source set. */
 async function measureForgetting(ctx: RunContext, tokenizer: ClipTokenizer, preprocess: PreprocessConfig, truncate: number, when: string): Promise<SourceAccuracy[]> {
   const results: SourceAccuracy[] = [];
   for (const set of ctx.config.source) {
@@ -696,7 +696,7 @@ async function measureForgetting(ctx: RunContext, tokenizer: ClipTokenizer, prep
   return results;
 }
 
-/** Source-domain zero-shot top-1 of the current image tower on one set, with the original text tower. */
+/** Measures the source-domain zero-shot top-1 of the current image tower on one set, with the original text tower. */
 async function measureSourceSet(
   ctx: RunContext,
   tokenizer: ClipTokenizer,
