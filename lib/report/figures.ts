@@ -219,8 +219,8 @@ export function unscoredUnits(selection: SelectionFile, units: string[]): Set<st
 
 /**
  * Heatmap of each strategy's per-unit scores, one row per selection run. Scores are rescaled to
- * [0, 1] per row over the scored units only, because strategies score on different scales; the
- * hover shows the raw score. Units a strategy did not score get a grey "not scored" cell from a
+ * [0, 1] per row over the scored units only, because strategies score on different scales, and
+ * the hover shows the raw score. Units a strategy did not score get a grey "not scored" cell from a
  * second trace, never a value.
  */
 export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]): FigureSpec | null {
@@ -236,7 +236,7 @@ export function strategyScoresHeatmap(runs: LoadedRun[], methodOrder: string[]):
   const unscored = selections.map((r) => unscoredUnits(r.selection!, units));
   const raw = selections.map((r, i) => units.map((u) => (unscored[i].has(u) ? null : r.selection!.scores[u])));
 
-  // Rescale each row over its scored units; a row whose scores are all equal gets 0.5.
+  // Rescale each row over its scored units. A row whose scores are all equal gets 0.5.
   const z = raw.map((row) => {
     const scored = row.filter((v): v is number => v !== null);
     const lo = Math.min(...scored);

@@ -30,7 +30,7 @@ export interface MetricsFile {
   bootstrap?: { samples: number; seed: number; unit: string };
 }
 
-/** cost.json: what training cost. Seconds are wall time; FLOPs are nominal, computed from layer shapes. */
+/** cost.json: what training cost. Seconds are wall time, and FLOPs are nominal (computed from layer shapes). */
 export interface CostFile {
   trainSeconds: number;
   evalSeconds: number;
@@ -38,12 +38,12 @@ export interface CostFile {
   flops: number;
   trainableParams: number;
   totalParams: number;
-  /** Highest TF.js tensor memory of this run, in bytes. */
+  /** Peak bytes held by TF.js tensors during this run, sampled after each micro-batch. */
   peakTensorBytes: number;
-  /** Resident memory of the whole process, in bytes; the same for every run of one process, since the wasm heap never shrinks. */
+  /** Peak resident memory of the whole process, in bytes. Runs in one process share it, because the wasm heap never shrinks. */
   peakRssBytes: number;
   backend: string;
-  /** Batches whose frozen-prefix activations came from the activation cache (0 or absent: none). */
+  /** Frozen-prefix outputs read from the activation cache (0 or absent when none were). */
   activationCacheHits?: number;
 }
 
@@ -97,7 +97,7 @@ export interface SkippedRun {
   /** Folder name under the runs directory. */
   id: string;
   dir: string;
-  /** What is wrong with the folder, naming the file: invalid JSON, a missing listed file, no method. */
+  /** Reason for skipping, naming the file: invalid JSON, a missing listed file or no method. */
   problem: string;
 }
 
@@ -167,9 +167,10 @@ function readRun(dir: string): LoadedRun | null {
 
 /**
  * Loads every complete run under `runsDir`, sorted by method, then seed, then folder name.
- * A run folder that cannot be read (invalid JSON, a file that complete.json lists but that is
- * missing, no `method` in config.json) is skipped with a logged warning naming the folder and
- * the problem, so one damaged run does not hide the others. Throws when the directory is missing.
+ * A run folder that cannot be read is skipped with a logged warning naming the folder and the
+ * problem, so one damaged run does not hide the others. Such problems are invalid JSON, a file
+ * that complete.json lists but that is missing, and no `method` in config.json. Throws when
+ * the directory is missing.
  */
 export function loadRunSet(runsDir: string): RunSet {
   if (!fs.existsSync(runsDir)) {

@@ -49,7 +49,7 @@ const CELL_STYLE = 'white-space: nowrap';
 const FIRST_CELL_STYLE = 'white-space: nowrap; text-align: left; position: sticky; left: 0; z-index: 1; background: var(--jp-layout-color0, #fff)';
 
 /**
- * Returns an HTML table of `rows` with the given columns; every cell is escaped. Cells do not
+ * Returns an HTML table of `rows` with the given columns, with every cell escaped. Cells do not
  * wrap, and a table wider than the output scrolls sideways with the first column kept in view.
  */
 export function tableHtml(rows: Array<Record<string, unknown>>, columns = Object.keys(rows[0] ?? {})): string {

@@ -105,7 +105,9 @@ export function backendLabel(run: LoadedRun): string | undefined {
   if (typeof backend !== 'object') return String(backend);
 
   const { name, tfBackend, reason } = backend as { name?: unknown; tfBackend?: unknown; reason?: unknown };
-  const label = typeof name === 'string' ? name : typeof tfBackend === 'string' ? tfBackend : 'unknown backend';
+  let label = 'unknown backend';
+  if (typeof name === 'string') label = name;
+  else if (typeof tfBackend === 'string') label = tfBackend;
   return typeof reason === 'string' && reason.length > 0 ? `${label} (${reason})` : label;
 }
 

@@ -107,8 +107,8 @@ browserTest('report table keeps method column visible', async (t) => {
   }
 });
 
-// JupyterLab 4's rules for HTML output tables (@jupyterlab/rendermime, as nbconvert's lab
-// template inlines them): a fixed table layout and wrapping cells.
+// The table rules of JupyterLab's stylesheet, trimmed from an nbconvert lab-template HTML
+// export: a fixed table layout and wrapping cells.
 const JUPYTER_TABLE_CSS = `
   .jp-RenderedHTMLCommon { font-family: system-ui, sans-serif; font-size: 14px; }
   .jp-RenderedHTMLCommon table { border-collapse: collapse; border-spacing: 0; border: none; font-size: 12px; table-layout: fixed; margin-left: auto; margin-right: auto; }

@@ -268,7 +268,7 @@ function selectRun(selection: SelectionFile): LoadedRun {
 }
 
 test('scores heatmap blanks unscored units', (t) => {
-  // Search scores are negative here; head is written as 0 but listed as unscored, and
+  // Search scores are negative here. Head is written as 0 but listed as unscored, and
   // vision.block.1 is missing from scores.
   const run = selectRun({
     strategy: 'search',
@@ -319,7 +319,7 @@ test('summary shows peak tensor memory', (t) => {
   const model = writeReport(dir, out);
   const row = (method: string) => model.summary.find((r) => r.method === method)!;
 
-  // Method index 1 (full): 2e8 bytes; index 2 (truncate-2): 3e8 bytes.
+  // Method index 1 (full) peaks at 2e8 bytes, index 2 (truncate-2) at 3e8 bytes.
   t.is(row('full').tensorMemory, '191 MiB');
   t.is(row('truncate-2').tensorMemory, '286 MiB');
   t.is(row('zero-shot').tensorMemory, 'n/a');
