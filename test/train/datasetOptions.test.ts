@@ -121,7 +121,7 @@ sharedTest('train run without test evaluation', async (t) => {
   t.false(fs.existsSync(path.join(result.runDir, 'metrics.json')));
   t.false(fs.existsSync(path.join(result.runDir, 'predictions.csv')));
   const complete = readJson(path.join(result.runDir, 'complete.json')) as { files: string[] };
-  t.deepEqual([...complete.files].sort(), ['config.json', 'cost.json', 'environment.json', 'history.json']);
+  t.deepEqual([...complete.files].sort(), ['config.json', 'cost.json', 'dataset.json', 'environment.json', 'history.json']);
 
   // A rerun returns the complete record, and the report loader reads it without metrics.
   const again = await trainRun({ ...trainConfig(runs), evaluateTest: false });
