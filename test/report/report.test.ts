@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import test from 'ava';
 import { parse } from 'parse5';
 import { loadRunSet, loadRuns } from '../../lib/report/load.ts';
@@ -12,6 +13,7 @@ import { RunRecord } from '../../lib/runs/record.ts';
 import { strategyScoresHeatmap, trainingCurves } from '../../lib/report/figures.ts';
 import type { LoadedRun, SelectionFile } from '../../lib/report/load.ts';
 import { FINDINGS, SEEDS, writeSyntheticRuns } from './synthetic.ts';
+import { PROJECT_ROOT } from '../helpers/shared.ts';
 
 const METHODS = ['zero-shot', 'full', 'truncate-2', 'gradient-rgn', 'similarity-cka'];
 
@@ -98,6 +100,19 @@ test('report counts skipped runs in setup', (t) => {
   t.deepEqual(model.skipped.map((r) => r.id), ['train-full-1', 'train-truncate-2-0']);
   t.true(fs.readFileSync(out, 'utf8').includes('id="skipped-table"'), 'the report lists the skipped folders');
   t.deepEqual(model.summary.find((r) => r.method === 'full')?.seeds, '0');
+});
+
+test('report command survives corrupt run', (t) => {
+  const dir = writeSyntheticRuns({ methods: ['zero-shot', 'full'], seeds: [0] });
+  fs.writeFileSync(path.join(dir, 'train-full-0', 'metrics.json'), 'not json');
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-out-')), 'report.html');
+
+  const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), 'report', '--runs', dir, '--out', out], { encoding: 'utf8' });
+  t.is(result.status, 0, result.stderr);
+  t.is(JSON.parse(result.stdout).skipped, 1);
+  t.true(result.stderr.includes(path.join(dir, 'train-full-0')), 'the warning names the folder');
+  t.true(result.stderr.includes('metrics.json'), 'the warning names the file');
+  t.true(fs.existsSync(out));
 });
 
 test('spread computes sample standard deviation', (t) => {
