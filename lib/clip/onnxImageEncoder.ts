@@ -7,7 +7,24 @@
 import type { ClipModel } from './model.ts';
 import { exportVisionOnnx, ONNX_INPUT, ONNX_OUTPUT, type VisionOnnxOptions } from './onnxExport.ts';
 
-type Ort = typeof import('onnxruntime-node');
+// The parts of onnxruntime-node's API used here, typed locally: the package is optional (its
+// install step downloads, so `npm install` drops it on a machine without internet access), and
+// the project must type-check without it.
+interface OrtTensor {
+  data: unknown;
+}
+interface OrtSession {
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  release(): Promise<void>;
+}
+interface Ort {
+  InferenceSession: {
+    create(model: Uint8Array, options: { intraOpNumThreads: number; interOpNumThreads: number; graphOptimizationLevel: string }): Promise<OrtSession>;
+  };
+  Tensor: new (type: 'float32', data: Float32Array, dims: number[]) => OrtTensor;
+}
+
+const ORT_PACKAGE = 'onnxruntime-node';
 
 export interface OnnxImageEncoder {
   /** Output shape per image: [embedDim] for features, [T, width] for tokens. */
@@ -20,7 +37,7 @@ export interface OnnxImageEncoder {
 /** Loads onnxruntime-node, or throws an error with the command that installs it. */
 export async function loadOnnxRuntime(): Promise<Ort> {
   try {
-    return await import('onnxruntime-node');
+    return (await import(ORT_PACKAGE)) as Ort;
   } catch (err) {
     throw new Error(`onnxruntime-node is not installed (${(err as Error).message.split('\n')[0]}). Install it with: npm install --ignore-scripts onnxruntime-node`);
   }
