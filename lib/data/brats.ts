@@ -22,7 +22,7 @@ import type { Sample, SkipCounts, Split, TargetDataset } from './dataset.ts';
 import { SPLITS } from './dataset.ts';
 import { preprocessRendered } from './renderedSample.ts';
 import { type NiftiVolume, readNifti } from './nifti.ts';
-import { stratifiedSample } from './sampling.ts';
+import { limitSplits } from './sampling.ts';
 import { assertPatientDisjoint } from './splits.ts';
 import { VolumeFormatError } from './volume.ts';
 import { applyWindow, percentileWindow } from './window.ts';
@@ -166,10 +166,7 @@ export class BratsDataset implements TargetDataset {
     const splitOf = this.chooseSplits(options);
     for (const caseFiles of this.cases) this.addSlices(caseFiles, splitOf(caseFiles));
     assertPatientDisjoint(SPLITS.flatMap((split) => this.bySplit[split]));
-    for (const split of SPLITS) {
-      const limit = typeof options.limit === 'number' ? options.limit : options.limit?.[split];
-      if (limit !== undefined) this.bySplit[split] = stratifiedSample(this.bySplit[split], limit, this.options.sampleSeed);
-    }
+    limitSplits(this.bySplit, options.limit, this.options.sampleSeed);
 
     const counts = SPLITS.map((split) => `${split} ${this.bySplit[split].length} (${this.bySplit[split].filter((s) => s.labels[0] === 1).length} with tumour)`);
     logger.info(`BraTS slices from ${this.cases.length} cases: ${counts.join(', ')}`);

@@ -27,7 +27,7 @@ import { SPLITS } from './dataset.ts';
 import { preprocessRendered } from './renderedSample.ts';
 import { type DicomSeries, findDicomFiles, groupDicomSeries, readDicomSliceHu, walkFiles } from './dicom.ts';
 import { cropPatch, lungMask2d } from './lungPatch.ts';
-import { stratifiedSample } from './sampling.ts';
+import { limitSplits } from './sampling.ts';
 import { type MetaImageHeader, readMetaImageHeader, readMetaImageSlice } from './metaimage.ts';
 import { assertPatientDisjoint } from './splits.ts';
 import { type Vec3, type Volume, VolumeFormatError, worldToVoxel } from './volume.ts';
@@ -190,10 +190,7 @@ export class Luna16Dataset implements TargetDataset {
     const splitOf = this.chooseSplits(options);
     for (const scan of this.scans) this.addSamples(scan, splitOf(scan));
     assertPatientDisjoint(SPLITS.flatMap((split) => this.bySplit[split]));
-    for (const split of SPLITS) {
-      const limit = typeof options.limit === 'number' ? options.limit : options.limit?.[split];
-      if (limit !== undefined) this.bySplit[split] = stratifiedSample(this.bySplit[split], limit, this.options.sampleSeed);
-    }
+    limitSplits(this.bySplit, options.limit, this.options.sampleSeed);
 
     const counts = SPLITS.map((split) => `${split} ${this.bySplit[split].length} (${this.bySplit[split].filter((s) => s.labels[0] === 1).length} positive)`);
     logger.info(`LUNA16 ${this.options.mode === 'patch' ? 'patches' : 'slices'} from ${this.scans.length} scans: ${counts.join(', ')}`);

@@ -2,7 +2,7 @@
 // hundred ChestX-ray14 images often has no Hernia or Edema positive, which leaves those
 // findings' AUROC undefined. So the sample is stratified by finding. Findings are served from
 // the rarest up, and each gets its share of positives (at least one). The rest is random.
-import type { Sample } from './dataset.ts';
+import { SPLITS, type Sample, type Split } from './dataset.ts';
 import { createRng, shuffleInPlace } from '../util/rng.ts';
 
 /**
@@ -50,4 +50,12 @@ export function stratifiedSample(samples: Sample[], limit: number, seed: number)
   }
 
   return [...chosen].sort((a, b) => a - b).map((i) => samples[i]);
+}
+
+/** Replaces each split in `bySplit` by its stratified sample when `limit` (one number, or one per split) sets a size. */
+export function limitSplits(bySplit: Record<Split, Sample[]>, limit: number | Partial<Record<Split, number>> | undefined, seed: number): void {
+  for (const split of SPLITS) {
+    const size = typeof limit === 'number' ? limit : limit?.[split];
+    if (size !== undefined) bySplit[split] = stratifiedSample(bySplit[split], size, seed);
+  }
 }
