@@ -2,12 +2,14 @@
 // records a 'select' run whose plan `clipfreeze train --plan-from RUN` trains. Settings come
 // from the defaults, then --config FILE (a JSON object with the keys of SelectConfig), then flags.
 // Prints {runId, runDir, plan} as JSON on stdout.
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Split } from '../data/dataset.ts';
 import type { DatasetName } from '../data/registry.ts';
 import type { SearchBudget } from '../strategies/search.ts';
 import { DEFAULT_BUDGET, DEFAULT_METHODS, runSelect, STRATEGIES, type SelectConfig } from '../strategies/selectRun.ts';
 import type { StrategyName } from '../strategies/types.ts';
+import { resolveDatasetOptionPaths } from '../train/config.ts';
 import { readJson } from '../util/atomic.ts';
 import { initBackend } from '../util/backend.ts';
 import { addExecutorOptions, createExecutor } from '../study/executors.ts';
@@ -80,7 +82,7 @@ export function register(program: Command): void {
 
 /** Merges defaults, the config file and flags into a SelectConfig, with errors that name the flag. */
 export function buildSelectConfig(options: SelectCliOptions): SelectConfig {
-  const file = options.config ? readJson<Partial<SelectConfig>>(options.config) : {};
+  const file = options.config ? readSelectConfigFile(options.config) : {};
   const strategy = (options.strategy ?? file.strategy) as StrategyName | undefined;
   if (!strategy) throw new Error(`Missing --strategy. Allowed values: ${STRATEGIES.join(', ')}.`);
   if (!STRATEGIES.includes(strategy)) throw new Error(`Invalid --strategy '${strategy}'. Allowed values: ${STRATEGIES.join(', ')}.`);
@@ -110,6 +112,21 @@ export function buildSelectConfig(options: SelectCliOptions): SelectConfig {
     budget,
     settings,
     runs: options.runs ?? file.runs ?? 'runs',
+  };
+}
+
+/** Reads a select config file; relative paths in it resolve against the file's folder, as in train and study configs. */
+function readSelectConfigFile(file: string): Partial<SelectConfig> {
+  const raw = readJson<Partial<SelectConfig>>(file);
+  const base = path.dirname(path.resolve(file));
+  const resolve = (value: string | null | undefined) => (typeof value === 'string' && !path.isAbsolute(value) ? path.resolve(base, value) : value);
+  return {
+    ...raw,
+    checkpoint: resolve(raw.checkpoint) ?? undefined,
+    data: resolve(raw.data) ?? undefined,
+    source: resolve(raw.source),
+    runs: resolve(raw.runs) ?? undefined,
+    ...(raw.datasetOptions ? { datasetOptions: resolveDatasetOptionPaths(raw.datasetOptions, base) } : {}),
   };
 }
 

@@ -67,6 +67,19 @@ test('select config merges file and flags', (t) => {
   t.deepEqual(config.settings.truncations, [0, 1]);
 });
 
+test('select config resolves paths against file', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-select-config-'));
+  const file = path.join(dir, 'select.json');
+  fs.writeFileSync(file, JSON.stringify({ strategy: 'similarity', checkpoint: 'ckpt', data: 'data', source: 'natural', runs: 'runs', datasetOptions: { splitFile: 'splits.csv' } }));
+  const config = buildSelectConfig({ config: file } as Parameters<typeof buildSelectConfig>[0]);
+  t.is(config.checkpoint, path.join(dir, 'ckpt'));
+  t.is(config.data, path.join(dir, 'data'));
+  t.is(config.source, path.join(dir, 'natural'));
+  t.is(config.runs, path.join(dir, 'runs'));
+  t.is(config.datasetOptions?.splitFile, path.join(dir, 'splits.csv'));
+  fs.rmSync(dir, { recursive: true });
+});
+
 test('select config merges dataset options', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipfreeze-select-config-'));
   const file = path.join(dir, 'select.json');
