@@ -44,12 +44,15 @@ export interface SearchBudget extends BracketSettings {
 
 /** One trial to run: train `plan` for `budget` and report validation mean AUROC and cost. */
 export interface TrialSpec {
+  /** `<config key>@<budget>`: the same configuration on the same budget is one trial. */
   id: string;
+  /** Position in the search's deterministic trial order. */
   index: number;
   bracket: number;
   rung: number;
   mask: string;
   truncate: number;
+  /** Trained candidate units (the mask's 1 bits), for readers of the trials file. */
   units: string[];
   plan: FreezePlan;
   budget: number;
@@ -271,17 +274,9 @@ async function evaluateRung(
     while (next < pending.length) {
       const spec = pending[next++];
       const outcome = await settings.evaluate(spec);
+      const { seed: _seed, ...fields } = spec;
       const record: TrialRecord = {
-        id: spec.id,
-        index: spec.index,
-        bracket: spec.bracket,
-        rung: spec.rung,
-        mask: spec.mask,
-        truncate: spec.truncate,
-        units: spec.units,
-        plan: spec.plan,
-        budget: spec.budget,
-        budgetUnit: spec.budgetUnit,
+        ...fields,
         valMeanAuroc: outcome.valMeanAuroc,
         cost: outcome.cost,
         finishedAt: new Date().toISOString(),

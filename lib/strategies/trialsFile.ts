@@ -2,24 +2,12 @@
 // file atomically (temporary file, fsync, rename), so a kill leaves either the old list or
 // the new one and a finished trial is never lost or half-written.
 import fs from 'node:fs';
-import type { FreezePlan } from '../freeze/plan.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
+import type { TrialSpec } from './search.ts';
 import type { SelectionCost } from './types.ts';
 
-export interface TrialRecord {
-  /** `<config key>@<budget>`: the same configuration on the same budget is one trial. */
-  id: string;
-  /** Position in the search's deterministic trial order. */
-  index: number;
-  bracket: number;
-  rung: number;
-  mask: string;
-  truncate: number;
-  /** Trained candidate units (the mask's 1 bits), for readers of the file. */
-  units: string[];
-  plan: FreezePlan;
-  budget: number;
-  budgetUnit: string;
+/** A finished trial: its spec (less the seed, which the search fixes) and what it measured. */
+export interface TrialRecord extends Omit<TrialSpec, 'seed'> {
   /** Validation mean AUROC; null when undefined (for example a split without positives). */
   valMeanAuroc: number | null;
   cost: SelectionCost;
