@@ -37,7 +37,7 @@ export function countPlanParams(
   let total = 0;
   let cutParams = 0;
   for (const unit of layerUnits(config, findings)) {
-    // The task head is created by the trainer, so a checkpoint never holds it.
+    // The task head is created by the trainer, so a checkpoint never contains it.
     const params = unit.name === 'head' ? unitParamCount(unit) : unitParamCount(unit, sizeOf);
     const state: UnitState = cut.has(unit.name) ? 'cut' : trained.has(unit.name) ? 'train' : 'frozen';
     rows.push({ unit: unit.name, params, state });

@@ -1,5 +1,5 @@
 // Decides whether a study used a pretrained CLIP checkpoint. Numbers from a randomly
-// initialised model (such as the clip-mini test fixture) say nothing about CLIP, so the report
+// initialised model (such as the clip-mini test fixture) do not measure CLIP, so the report
 // puts a warning at the top. The rules, first match wins:
 //
 //   1. `pretrained: false` in the study config or in any run's config.json  -> not pretrained

@@ -103,10 +103,11 @@ export function summarizeMethods(runs: LoadedRun[]): MethodSummary[] {
     const perFinding: Record<string, Spread> = {};
     for (const f of findings) perFinding[f] = spread(evaluated.map((r) => r.metrics!.perFinding[f]?.auroc));
 
-    const isZeroShot = ofMethod.every((r) => r.kind === 'zero-shot');
+    let kind = selections.size ? 'select+train' : 'train';
+    if (ofMethod.every((r) => r.kind === 'zero-shot')) kind = 'zero-shot';
     return {
       method,
-      kind: isZeroShot ? 'zero-shot' : selections.size ? 'select+train' : 'train',
+      kind,
       seeds: [...new Set(ofMethod.map((r) => r.seed).filter((s): s is number => s !== null))].sort((a, b) => a - b),
       meanAuroc: spread(evaluated.map((r) => r.metrics!.meanAuroc)),
       meanAurocCi,

@@ -127,7 +127,7 @@ export async function runSearch(settings: SearchSettings): Promise<SearchResult>
   const tried = new Set<string>();
   const counters = { index: 0, evaluated: 0, reused: 0 };
   // Trials this call has run or replayed so far. The surrogate is fitted to these only, so a resumed
-  // search makes the same proposals as the original even though the file holds later trials.
+  // search makes the same proposals as the original even though the file contains later trials.
   const seen = new Map<string, TrialRecord>();
   const progress = createProgress('search', budget.total);
 

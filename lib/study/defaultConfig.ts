@@ -1,6 +1,6 @@
 // The default study that `npm start` runs: every method on a small budget that finishes in
 // minutes on a 2-core CPU with a small checkpoint. Inputs come from ./data/ or from the
-// environment; a missing input is an error that says what to download and where to put it.
+// environment. A missing input is an error that names what to download and where to put it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { openImageFolder } from '../data/imageFolder.ts';

@@ -39,7 +39,7 @@ export interface StudyResult {
 }
 
 export interface StudyOptions {
-  /** Where trials run; default: this process. */
+  /** Executor of the zero-shot and training trials (default: this process). */
   executor?: TrialExecutor;
 }
 
@@ -70,8 +70,8 @@ export async function runStudy(config: StudyConfig, options: StudyOptions = {}):
   const progress = createProgress('study', totalSteps);
 
   // 1. Selection runs, in this process: each reads the model and data once. A search sends its
-  //    trials to a remote executor when the study has one; the local executor would only add a
-  //    layer around the search's own in-process trials.
+  //    trials to a remote executor when the study has one. The local executor is not passed,
+  //    because it would only wrap the search's own in-process trials.
   const selectRunIds = new Map<string, { runId: string; runDir: string }>();
   for (const seed of config.seeds) {
     for (const method of selectMethods) {

@@ -1,6 +1,6 @@
 // A trial is one run that a study or a search needs: a zero-shot evaluation or a training run
 // with a given config. Trials are independent, so an executor may run them in this process
-// (local) or on other machines (bullmq); either way the finished run folder ends up in the
+// (local) or on other machines (bullmq). Either way the finished run folder ends up in the
 // coordinator's runs directory.
 import { sha256Json } from '../util/hash.ts';
 

@@ -539,7 +539,7 @@ export function accumulateGradients(
   const { value, grads: microGrads } = tf.variableGrads(() => {
     const logits = runSuffix(model, head, split, micro.x);
     const loss = bceWithLogits(logits, micro.labels, posWeight).mul(share) as tf.Scalar;
-    // The tape holds every forward activation here, close to the step's peak of tensor memory.
+    // The tape keeps every forward activation here, close to the step's peak of tensor memory.
     afterForward?.();
     return loss;
   }, variables);
