@@ -2,7 +2,8 @@
 // onnxruntime-node that run gradient-free passes (zero-shot, frozen prefixes, similarity
 // features) with native multi-threaded kernels. The graph computes what vision.ts computes:
 // patch embedding (Conv), class token, positions, ln_pre, residual blocks with QuickGELU or
-// GELU, then either the tokens after a given block or ln_post of the class token and proj.
+// GELU, then the tokens after a given block, ln_post of the class token and proj, or one
+// activation per vision unit for the similarity strategy.
 //
 // The protobuf encoding is written here (ModelProto, GraphProto, NodeProto, TensorProto and
 // ValueInfoProto of onnx/onnx.proto, IR version 8), so the export needs no dependency.
@@ -12,13 +13,30 @@ import type { CheckpointTensor } from './checkpoint.ts';
 export interface VisionOnnxOptions {
   /** Number of residual blocks to run (default: all). */
   blocks?: number;
-  /** 'features' ends with ln_post and proj ([B, embedDim]); 'tokens' returns [B, T, width]. */
-  output?: 'features' | 'tokens';
+  /**
+   * 'features' ends with ln_post and proj ([B, embedDim]). 'tokens' returns [B, T, width].
+   * 'units' returns one output per vision unit, named by unit (see unitOutputNames).
+   */
+  output?: 'features' | 'tokens' | 'units';
 }
 
-/** Input and output names of the exported graph. */
+/** Input name of the exported graph, and the output name unless the output is 'units'. */
 export const ONNX_INPUT = 'pixels';
 export const ONNX_OUTPUT = 'output';
+
+/**
+ * Output names and per-image shapes of a 'units' export: `vision.embed` is the mean patch
+ * token after ln_pre [width], `vision.block.i` the class token after block i [width], and
+ * `vision.head` the image features [embedDim] after the last exported block.
+ */
+export function unitOutputNames(config: ClipConfig, blocks = config.vision.layers): Array<{ name: string; shape: number[] }> {
+  const { width } = config.vision;
+  return [
+    { name: 'vision.embed', shape: [width] },
+    ...Array.from({ length: blocks }, (_, i) => ({ name: `vision.block.${i}`, shape: [width] })),
+    { name: 'vision.head', shape: [config.embedDim] },
+  ];
+}
 
 /**
  * Builds the ONNX model of the image tower from canonical weights (ClipModel.getWeights()).
@@ -46,18 +64,38 @@ export function exportVisionOnnx(config: ClipConfig, weights: Map<string, Checkp
   let x = graph.op('Concat', [classToken, patchTokens], { axis: 1 });
   x = graph.op('Add', [x, graph.weight('visual.positional_embedding')]);
   x = layerNorm(graph, x, 'visual.ln_pre', config.layerNormEps);
+  const input: ValueInfo = [ONNX_INPUT, ['batch', 3, imageSize, imageSize]];
+
+  // 'units': every unit's activation is a graph output, computed on the way up the tower.
+  if (output === 'units') {
+    const unitOutputs: string[] = [];
+    const patchMean = graph.op('ReduceMean', [graph.op('Slice', [x, graph.int64([1]), graph.int64([Number.MAX_SAFE_INTEGER]), graph.int64([1])])], { axes: [1], keepdims: 0 });
+    unitOutputs.push(patchMean);
+    for (let i = 0; i < blocks; i++) {
+      x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, headDim);
+      unitOutputs.push(graph.op('Gather', [x, graph.int64Scalar(0)], { axis: 1 }));
+    }
+    unitOutputs.push(visionHead(graph, x, config));
+
+    const names = unitOutputNames(config, blocks);
+    names.forEach((unit, i) => graph.rename(unitOutputs[i], unit.name));
+    return graph.encode(input, names.map((unit): ValueInfo => [unit.name, ['batch', ...unit.shape]]));
+  }
 
   for (let i = 0; i < blocks; i++) x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, headDim);
 
-  if (output === 'features') {
-    const classOut = graph.op('Gather', [x, graph.int64Scalar(0)], { axis: 1 }); // [B, width]
-    const normalised = layerNorm(graph, classOut, 'visual.ln_post', config.layerNormEps);
-    x = graph.op('MatMul', [normalised, graph.weight('visual.proj')]);
-  }
+  if (output === 'features') x = visionHead(graph, x, config);
   graph.rename(x, ONNX_OUTPUT);
 
   const outputShape: Array<number | string> = output === 'features' ? ['batch', config.embedDim] : ['batch', (imageSize / patchSize) ** 2 + 1, width];
-  return graph.encode([ONNX_INPUT, ['batch', 3, imageSize, imageSize]], [ONNX_OUTPUT, outputShape]);
+  return graph.encode(input, [[ONNX_OUTPUT, outputShape]]);
+}
+
+/** ln_post of the class token, then proj: tokens [B, T, width] to image features [B, embedDim]. */
+function visionHead(graph: GraphBuilder, x: string, config: ClipConfig): string {
+  const classOut = graph.op('Gather', [x, graph.int64Scalar(0)], { axis: 1 }); // [B, width]
+  const normalised = layerNorm(graph, classOut, 'visual.ln_post', config.layerNormEps);
+  return graph.op('MatMul', [normalised, graph.weight('visual.proj')]);
 }
 
 function layerNorm(graph: GraphBuilder, x: string, prefix: string, eps: number): string {
@@ -97,6 +135,9 @@ function residualBlock(graph: GraphBuilder, x: string, prefix: string, config: C
 }
 
 type AttributeValue = number | number[];
+
+/** A graph input or output: name and shape, with a string for a dynamic dimension. */
+type ValueInfo = [string, Array<number | string>];
 
 interface Initializer {
   name: string;
@@ -151,7 +192,7 @@ class GraphBuilder {
     return this.addInt64(`const_${this.counter++}`, [], [value]);
   }
 
-  encode(input: [string, Array<number | string>], output: [string, Array<number | string>]): Uint8Array {
+  encode(input: ValueInfo, outputs: ValueInfo[]): Uint8Array {
     const graph = new ProtoWriter();
     for (const node of this.pendingNodes) {
       const n = new ProtoWriter();
@@ -172,7 +213,7 @@ class GraphBuilder {
       graph.message(5, t);
     }
     graph.message(11, encodeValueInfo(input[0], input[1]));
-    graph.message(12, encodeValueInfo(output[0], output[1]));
+    for (const [name, shape] of outputs) graph.message(12, encodeValueInfo(name, shape));
 
     const model = new ProtoWriter();
     model.varint(1, 8); // ir_version

@@ -1,11 +1,18 @@
 // Gradient-free image encoding with onnxruntime-node (an optional dependency), on the graph of
 // onnxExport.ts. Its native kernels use every core, while the TF.js wasm backend uses one in
 // Node; `npm run bench` compares the two. The weights are copied when the encoder is created,
-// so an encoder serves frozen weights only: create a new one after training.
-// TODO: the trainer's frozen prefix, zero-shot evaluation and the similarity strategies still
-// run on TF.js; route their gradient-free passes here when onnxruntime-node is installed.
+// so an encoder serves the weights of that moment only: create a new one after training.
+//
+// Callers: the trainer's frozen prefix (train/onnxPrefix.ts), zero-shot evaluation, the
+// forgetting measurement (clip/imageFeatureEncoder.ts) and the similarity strategy's unit
+// activations. CLIPFREEZE_PREFIX_RUNTIME selects the runtime for all of them.
+// TODO: in the trainer's validation and test passes, the trained suffix of the tower still runs
+// on TF.js. Its weights change every epoch, so ONNX there needs a fresh export per evaluation.
 import type { ClipModel } from './model.ts';
-import { exportVisionOnnx, ONNX_INPUT, ONNX_OUTPUT, type VisionOnnxOptions } from './onnxExport.ts';
+import { exportVisionOnnx, ONNX_INPUT, ONNX_OUTPUT, unitOutputNames, type VisionOnnxOptions } from './onnxExport.ts';
+import { moduleLog } from '../util/log.ts';
+
+const logger = moduleLog('onnx');
 
 // The parts of onnxruntime-node's API used here, typed locally: the package is optional (its
 // install step downloads, so `npm install` drops it on a machine without internet access), and
@@ -26,12 +33,34 @@ interface Ort {
 
 const ORT_PACKAGE = 'onnxruntime-node';
 
+/** Environment variable that selects the runtime of every gradient-free image pass. */
+export const IMAGE_RUNTIME_VARIABLE = 'CLIPFREEZE_PREFIX_RUNTIME';
+
+/** 'auto' uses onnxruntime-node when it loads, 'onnx' requires it, 'tfjs' never uses it. */
+export type ImageRuntimeRequest = 'auto' | 'onnx' | 'tfjs';
+
+/** Thrown when onnxruntime-node cannot be imported. */
+export class OnnxRuntimeMissingError extends Error {}
+
 export interface OnnxImageEncoder {
-  /** Output shape per image: [embedDim] for features, [T, width] for tokens. */
+  /** Output shape per image of the first output: [embedDim] for features, [T, width] for tokens. */
   outputShape: number[];
-  /** Encodes pixels [batch, 3, H, W] (flat, NCHW) and returns the flat output of every image. */
+  /** Every output of the graph with its shape per image, in graph order. */
+  outputs: Array<{ name: string; shape: number[] }>;
+  /** Encodes pixels [batch, 3, H, W] (flat, NCHW) and returns the flat first output of every image. */
   encode(pixels: Float32Array, batch: number): Promise<Float32Array>;
+  /** Encodes pixels like encode() and returns every output by name, each flat [batch, ...shape]. */
+  encodeAll(pixels: Float32Array, batch: number): Promise<Map<string, Float32Array>>;
   dispose(): Promise<void>;
+}
+
+/** Reads CLIPFREEZE_PREFIX_RUNTIME (default 'auto'), or throws naming the invalid value. */
+export function requestedImageRuntime(): ImageRuntimeRequest {
+  const requested = process.env[IMAGE_RUNTIME_VARIABLE] ?? 'auto';
+  if (requested !== 'auto' && requested !== 'onnx' && requested !== 'tfjs') {
+    throw new Error(`Invalid ${IMAGE_RUNTIME_VARIABLE} '${requested}': expected auto, onnx or tfjs.`);
+  }
+  return requested;
 }
 
 /** Loads onnxruntime-node, or throws an error with the command that installs it. */
@@ -39,7 +68,9 @@ export async function loadOnnxRuntime(): Promise<Ort> {
   try {
     return (await import(ORT_PACKAGE)) as Ort;
   } catch (err) {
-    throw new Error(`onnxruntime-node is not installed (${(err as Error).message.split('\n')[0]}). Install it with: npm install --ignore-scripts onnxruntime-node`);
+    throw new OnnxRuntimeMissingError(
+      `onnxruntime-node is not installed (${(err as Error).message.split('\n')[0]}). Install it with: ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`,
+    );
   }
 }
 
@@ -50,24 +81,58 @@ export async function loadOnnxRuntime(): Promise<Ort> {
 export async function createOnnxImageEncoder(model: ClipModel, options: VisionOnnxOptions & { threads?: number } = {}): Promise<OnnxImageEncoder> {
   const ort = await loadOnnxRuntime();
   const { imageSize, patchSize, width } = model.config.vision;
+  const output = options.output ?? 'features';
   const bytes = exportVisionOnnx(model.config, model.getWeights(), options);
   const session = await ort.InferenceSession.create(bytes, {
     intraOpNumThreads: options.threads ?? 0,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   });
-  const outputShape = (options.output ?? 'features') === 'features' ? [model.config.embedDim] : [(imageSize / patchSize) ** 2 + 1, width];
+
+  let outputs: Array<{ name: string; shape: number[] }>;
+  if (output === 'units') outputs = unitOutputNames(model.config, options.blocks);
+  else if (output === 'features') outputs = [{ name: ONNX_OUTPUT, shape: [model.config.embedDim] }];
+  else outputs = [{ name: ONNX_OUTPUT, shape: [(imageSize / patchSize) ** 2 + 1, width] }];
+
+  const run = async (pixels: Float32Array, batch: number): Promise<Record<string, OrtTensor>> => {
+    const expected = batch * 3 * imageSize * imageSize;
+    if (pixels.length !== expected) throw new Error(`Invalid pixel buffer: ${pixels.length} values, expected ${expected} for ${batch} images of 3 x ${imageSize} x ${imageSize}.`);
+    return session.run({ [ONNX_INPUT]: new ort.Tensor('float32', pixels, [batch, 3, imageSize, imageSize]) });
+  };
   return {
-    outputShape,
+    outputShape: outputs[0].shape,
+    outputs,
     async encode(pixels, batch) {
-      const expected = batch * 3 * imageSize * imageSize;
-      if (pixels.length !== expected) throw new Error(`Invalid pixel buffer: ${pixels.length} values, expected ${expected} for ${batch} images of 3 x ${imageSize} x ${imageSize}.`);
-      const input = new ort.Tensor('float32', pixels, [batch, 3, imageSize, imageSize]);
-      const result = await session.run({ [ONNX_INPUT]: input });
-      return result[ONNX_OUTPUT].data as Float32Array;
+      const result = await run(pixels, batch);
+      return result[outputs[0].name].data as Float32Array;
+    },
+    async encodeAll(pixels, batch) {
+      const result = await run(pixels, batch);
+      return new Map(outputs.map(({ name }) => [name, result[name].data as Float32Array]));
     },
     async dispose() {
       await session.release();
     },
   };
+}
+
+/**
+ * Creates an ONNX encoder for a gradient-free pass, or returns null when the pass should run
+ * on TF.js: CLIPFREEZE_PREFIX_RUNTIME is 'tfjs', or it is 'auto' and onnxruntime-node is
+ * missing or the session cannot be created (logged). With 'onnx', those failures throw.
+ */
+export async function createOnnxImageEncoderIfEnabled(model: ClipModel, options: VisionOnnxOptions & { threads?: number }, pass: string): Promise<OnnxImageEncoder | null> {
+  const requested = requestedImageRuntime();
+  if (requested === 'tfjs') return null;
+  try {
+    const encoder = await createOnnxImageEncoder(model, options);
+    logger.info(`${pass} runs on onnxruntime-node`);
+    return encoder;
+  } catch (err) {
+    if (requested === 'onnx') throw err;
+    const message = (err as Error).message;
+    if (err instanceof OnnxRuntimeMissingError) logger.info(`${pass} runs on TF.js: ${message}`);
+    else logger.warn(`${pass} runs on TF.js because the onnxruntime-node session failed: ${message}`);
+    return null;
+  }
 }

@@ -2,7 +2,12 @@
 // the ORIGINAL (pretrained) text tower. Fine-tuning changes only the image tower, so comparing
 // accuracy before and after shows how much of CLIP's natural-image knowledge the image features
 // lost. Class embeddings are prompt ensembles ("a photo of a {class}." and variants).
-import * as tf from '@tensorflow/tfjs';
+//
+// The image side runs on onnxruntime-node when the image tower is a ClipModel and the package
+// is installed (see clip/imageFeatureEncoder.ts), on TF.js otherwise.
+import type * as tf from '@tensorflow/tfjs';
+import { createImageFeatureEncoder, tfjsImageFeatureEncoder, type ImageFeatureEncoder } from '../clip/imageFeatureEncoder.ts';
+import { ClipModel } from '../clip/model.ts';
 import { ImageDecodeError, preprocessImage, type PreprocessConfig } from '../clip/preprocess.ts';
 import type { ClipTokenizer } from '../clip/tokenizer.ts';
 import { openImageFolder, sampleImageFolder, type ImageFolderSet } from '../data/imageFolder.ts';
@@ -46,6 +51,11 @@ export interface SourceAccuracyOptions {
   batchSize?: number;
   /** Vision blocks removed from the top of the image tower (truncated models). */
   truncate?: number;
+  /**
+   * Encoder of `imageModel`'s features with the same `truncate`, to share one across sets.
+   * Without it, one is created from the current weights for this call and disposed after it.
+   */
+  imageEncoder?: ImageFeatureEncoder;
 }
 
 export interface SourceAccuracy {
@@ -89,6 +99,38 @@ export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Pr
   const size = options.preprocess.size;
   const name = options.name ?? set.name;
 
+  const encoder = options.imageEncoder ?? (await createEncoder(options.imageModel, size, options.truncate, `Forgetting (${name})`));
+  try {
+    return await measureAccuracy(options, { set, samples, classes, encoder, name, seed, templates, batchSize });
+  } finally {
+    if (!options.imageEncoder) await encoder.dispose();
+  }
+}
+
+/**
+ * Creates the feature encoder of an image tower: onnxruntime-node or TF.js for a ClipModel,
+ * TF.js through its own encodeImage for a stand-in or a ClipModel whose encodeImage was replaced
+ * (a wrapper or a spy expects its calls).
+ */
+async function createEncoder(tower: ClipImageTower, imageSize: number, truncate: number | undefined, pass: string): Promise<ImageFeatureEncoder> {
+  if (tower instanceof ClipModel && tower.encodeImage === ClipModel.prototype.encodeImage) return createImageFeatureEncoder(tower, { truncate, pass });
+  return tfjsImageFeatureEncoder(tower, imageSize, truncate);
+}
+
+interface MeasureInputs {
+  set: ImageFolderSet;
+  samples: ReturnType<typeof sampleImageFolder>;
+  classes: Float32Array[];
+  encoder: ImageFeatureEncoder;
+  name: string;
+  seed: number;
+  templates: string[];
+  batchSize: number;
+}
+
+async function measureAccuracy(options: SourceAccuracyOptions, inputs: MeasureInputs): Promise<SourceAccuracy> {
+  const { set, samples, classes, encoder, name, seed, templates, batchSize } = inputs;
+  const size = options.preprocess.size;
   let correct = 0;
   let n = 0;
   let skipped = 0;
@@ -113,9 +155,7 @@ export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Pr
     if (pixels.length > 0) {
       const input = new Float32Array(pixels.length * 3 * size * size);
       pixels.forEach((p, i) => input.set(p, i * p.length));
-      const features = tf.tidy(() => options.imageModel.encodeImage(tf.tensor4d(input, [pixels.length, 3, size, size]), { truncate: options.truncate }));
-      const values = features.dataSync() as Float32Array;
-      features.dispose();
+      const values = await encoder.encode(input, pixels.length);
 
       const embedDim = values.length / pixels.length;
       labels.forEach((label, i) => {

@@ -6,10 +6,11 @@
 //
 // The run id is a hash of everything that changes the result (checkpoint hash, data folder,
 // split, limit, seed, prompt file content, bootstrap), so repeating a finished run returns
-// the recorded one instead of computing it again.
+// the recorded one instead of computing it again. The runtime of the image features
+// (onnxruntime-node or TF.js, within 1e-4) is not part of the id.
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { createImageFeatureEncoder, type ImageFeatureEncoder } from '../clip/imageFeatureEncoder.ts';
 import { ClipModel } from '../clip/model.ts';
 import { preprocessConfigFrom, preprocessKey } from '../clip/preprocess.ts';
 import { ClipTokenizer } from '../clip/tokenizer.ts';
@@ -88,6 +89,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
   // 1. Backend, model and dataset.
   const backend = await initBackend(options.backend);
   const { model, checkpoint } = await ClipModel.load(options.checkpoint);
+  let encoder: ImageFeatureEncoder | undefined;
   try {
     const tokenizer = ClipTokenizer.fromDir(checkpoint.dir);
     const limitOptions = options.limit === undefined ? {} : { limit: { [options.split]: options.limit }, sampleSeed: seed };
@@ -132,9 +134,10 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings);
     record.appendLog(`prompts ${promptsFile}: ${prompts.positiveTemplates.length} positive and ${prompts.negativeTemplates.length} negative templates, logit scale ${classifier.logitScale}`);
 
-    // 4. Image side, batch by batch.
+    // 4. Image side, batch by batch, on onnxruntime-node when it is installed.
+    encoder = await createImageFeatureEncoder(model, { pass: 'Zero-shot image encoding' });
+    record.appendLog(`image features on ${encoder.runtime}`);
     const rows: PredictionRow[] = [];
-    const size = preprocess.size;
     const started = Date.now();
     const progress = createProgress(`zero-shot ${options.split}`, samples.length);
     try {
@@ -142,9 +145,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
         const chunk = samples.slice(start, start + batchSize);
         const { pixels, kept } = await loadBatch(dataset, chunk, preprocess, { progressFrom: Number.POSITIVE_INFINITY });
         if (kept.length > 0) {
-          const features = tf.tidy(() => model.encodeImage(tf.tensor4d(pixels, [kept.length, 3, size, size])));
-          const scores = zeroShotScores(classifier, features.dataSync() as Float32Array, kept.length);
-          features.dispose();
+          const scores = zeroShotScores(classifier, await encoder.encode(pixels, kept.length), kept.length);
           const count = dataset.findings.length;
           kept.forEach((sample, i) => {
             rows.push({ image: sample.id, patient: sample.patient, split: sample.split, labels: sample.labels, scores: Array.from(scores.subarray(i * count, (i + 1) * count)) });
@@ -182,7 +183,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     if (options.source?.length) {
       const accuracies: SourceAccuracy[] = [];
       for (const set of options.source) {
-        const result = await sourceZeroShotAccuracy({ imageModel: model, textModel: model, tokenizer, set: set.path, name: set.name, preprocess, limitPerClass: set.limitPerClass, seed });
+        const result = await sourceZeroShotAccuracy({ imageModel: model, imageEncoder: encoder, textModel: model, tokenizer, set: set.path, name: set.name, preprocess, limitPerClass: set.limitPerClass, seed });
         accuracies.push({ ...result, name: set.name });
       }
       record.writeJson('forgetting.json', summariseForgetting(accuracies, accuracies));
@@ -192,6 +193,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     logger.info(`Zero-shot ${options.split}: ${summary}. Record: ${record.dir}`);
     return { runId, runDir: record.dir, metrics, reused: false };
   } finally {
+    await encoder?.dispose();
     model.dispose();
   }
 }

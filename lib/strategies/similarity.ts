@@ -11,9 +11,11 @@
 //
 // A unit's activation is the mean patch token after ln_pre for vision.embed (its class token is
 // the same for every image), the class token after each residual block for vision.block.i,
-// and the image features for vision.head.
+// and the image features for vision.head. These forward passes run on onnxruntime-node when it
+// is installed (all units are outputs of one exported graph), on TF.js otherwise.
 import * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../clip/model.ts';
+import { createOnnxImageEncoderIfEnabled } from '../clip/onnxImageEncoder.ts';
 import { preprocessImage, type PreprocessConfig } from '../clip/preprocess.ts';
 import type { TargetDataset } from '../data/dataset.ts';
 import { openImageFolder, sampleImageFolder } from '../data/imageFolder.ts';
@@ -76,8 +78,8 @@ export async function similaritySelect(model: ClipModel, dataset: TargetDataset,
     const adapted = await adaptCopy(model, dataset, settings);
     imagesSeen += adapted.imagesSeen;
     flops += adapted.flops;
-    const before = collectUnitFeatures(model, target.pixels, target.n, batchSize, 'pretrained on target');
-    const after = collectUnitFeatures(adapted.model, target.pixels, target.n, batchSize, 'adapted on target');
+    const before = await collectUnitFeatures(model, target.pixels, target.n, batchSize, 'pretrained on target');
+    const after = await collectUnitFeatures(adapted.model, target.pixels, target.n, batchSize, 'adapted on target');
     adapted.model.dispose();
     imagesSeen += 2 * target.n;
     flops += 2 * target.n * forwardFlops;
@@ -96,8 +98,8 @@ export async function similaritySelect(model: ClipModel, dataset: TargetDataset,
       throw new Error(`Similarity method '${settings.method}' compares source and target activations: pass a folder-per-class source image set (--source DIR).`);
     }
     const source = await loadSourceImages(settings.sourceDir, cfg, settings.sourcePerClass ?? 10, settings.seed);
-    const sourceFeatures = collectUnitFeatures(model, source.pixels, source.n, batchSize, 'source');
-    const targetFeatures = collectUnitFeatures(model, target.pixels, target.n, batchSize, 'target');
+    const sourceFeatures = await collectUnitFeatures(model, source.pixels, source.n, batchSize, 'source');
+    const targetFeatures = await collectUnitFeatures(model, target.pixels, target.n, batchSize, 'target');
     imagesSeen += source.n + target.n;
     flops += (source.n + target.n) * forwardFlops;
 
@@ -128,33 +130,32 @@ export async function similaritySelect(model: ClipModel, dataset: TargetDataset,
 
 /**
  * Forwards images through the vision tower and returns each vision unit's activation per image,
- * row-major [n, width] (or [n, embedDim] for vision.head).
+ * row-major [n, width] (or [n, embedDim] for vision.head). The model's current weights are used,
+ * on onnxruntime-node unless CLIPFREEZE_PREFIX_RUNTIME=tfjs or the package is missing.
  */
-export function collectUnitFeatures(model: ClipModel, pixels: Float32Array, n: number, batchSize: number, label: string): Map<string, Features> {
+export async function collectUnitFeatures(model: ClipModel, pixels: Float32Array, n: number, batchSize: number, label: string): Promise<Map<string, Features>> {
   const size = model.config.vision.imageSize;
   const imageFloats = 3 * size * size;
   const parts = new Map<string, Float32Array[]>();
-  const push = (unit: string, tensor: tf.Tensor2D): void => {
+  const push = (unit: string, values: Float32Array): void => {
     if (!parts.has(unit)) parts.set(unit, []);
-    parts.get(unit)!.push(tensor.dataSync() as Float32Array);
+    parts.get(unit)!.push(values);
   };
 
+  const onnx = await createOnnxImageEncoderIfEnabled(model, { output: 'units' }, `Unit activations (${label})`);
   const progress = createProgress(`activations (${label})`, n);
-  for (let start = 0; start < n; start += batchSize) {
-    const count = Math.min(batchSize, n - start);
-    tf.tidy(() => {
-      const batch = tf.tensor4d(pixels.subarray(start * imageFloats, (start + count) * imageFloats), [count, 3, size, size]);
-      let x = model.visionEmbed(batch);
-      push('vision.embed', meanPatchToken(x));
-      for (let i = 0; i < model.config.vision.layers; i++) {
-        x = model.visionBlock(i, x);
-        push(`vision.block.${i}`, classToken(x));
-      }
-      push('vision.head', model.visionHead(x));
-    });
-    progress.tick(count);
+  try {
+    for (let start = 0; start < n; start += batchSize) {
+      const count = Math.min(batchSize, n - start);
+      const batch = pixels.subarray(start * imageFloats, (start + count) * imageFloats);
+      const activations = onnx ? await onnx.encodeAll(batch, count) : unitActivationsTfjs(model, batch, count);
+      for (const [unit, values] of activations) push(unit, values);
+      progress.tick(count);
+    }
+  } finally {
+    progress.stop();
+    await onnx?.dispose();
   }
-  progress.stop();
 
   const out = new Map<string, Features>();
   for (const [unit, chunks] of parts) {
@@ -167,6 +168,25 @@ export function collectUnitFeatures(model: ClipModel, pixels: Float32Array, n: n
     }
     out.set(unit, features(data, n, total / n));
   }
+  return out;
+}
+
+/** Runs the vision tower on TF.js and returns each unit's activation, flat [count, width or embedDim]. */
+function unitActivationsTfjs(model: ClipModel, pixels: Float32Array, count: number): Map<string, Float32Array> {
+  const size = model.config.vision.imageSize;
+  const out = new Map<string, Float32Array>();
+  const read = (unit: string, tensor: tf.Tensor2D): void => {
+    out.set(unit, tensor.dataSync() as Float32Array);
+  };
+  tf.tidy(() => {
+    let x = model.visionEmbed(tf.tensor4d(pixels, [count, 3, size, size]));
+    read('vision.embed', meanPatchToken(x));
+    for (let i = 0; i < model.config.vision.layers; i++) {
+      x = model.visionBlock(i, x);
+      read(`vision.block.${i}`, classToken(x));
+    }
+    read('vision.head', model.visionHead(x));
+  });
   return out;
 }
 

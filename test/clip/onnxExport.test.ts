@@ -63,6 +63,54 @@ ortTest('onnx prefix tokens match tfjs', async (t) => {
   model.dispose();
 });
 
+ortTest('onnx unit outputs match tfjs', async (t) => {
+  await initBackend();
+  const config = benchConfig('tiny');
+  const model = ClipModel.random(config, 7);
+  const pixels = tf.randomNormal([3, 3, 32, 32], 0, 1, 'float32', 8) as tf.Tensor4D;
+  const encoder = await createOnnxImageEncoder(model, { output: 'units', threads: 1 });
+  const actual = await encoder.encodeAll(pixels.dataSync() as Float32Array, 3);
+
+  // TF.js reference: mean patch token after ln_pre, class token after each block, features.
+  const expected = new Map<string, Float32Array>();
+  tf.tidy(() => {
+    let x = model.visionEmbed(pixels);
+    expected.set('vision.embed', x.slice([0, 1, 0], [-1, -1, -1]).mean(1).dataSync() as Float32Array);
+    for (let i = 0; i < config.vision.layers; i++) {
+      x = model.visionBlock(i, x);
+      expected.set(`vision.block.${i}`, x.slice([0, 0, 0], [-1, 1, -1]).dataSync() as Float32Array);
+    }
+    expected.set('vision.head', model.visionHead(x).dataSync() as Float32Array);
+  });
+
+  t.deepEqual([...actual.keys()], [...expected.keys()]);
+  for (const [unit, values] of expected) {
+    t.is(actual.get(unit)!.length, values.length, unit);
+    t.true(maxDifference(values, actual.get(unit)!) < 1e-4, `${unit}: max difference ${maxDifference(values, actual.get(unit)!)}`);
+  }
+
+  await encoder.dispose();
+  pixels.dispose();
+  model.dispose();
+});
+
+ortTest('onnx truncated features match tfjs', async (t) => {
+  await initBackend();
+  const config = benchConfig('tiny');
+  const model = ClipModel.random(config, 9);
+  const pixels = tf.randomNormal([2, 3, 32, 32], 0, 1, 'float32', 10) as tf.Tensor4D;
+  const encoder = await createOnnxImageEncoder(model, { blocks: config.vision.layers - 2, threads: 1 });
+
+  const expected = tf.tidy(() => model.encodeImage(pixels, { truncate: 2 }).dataSync() as Float32Array);
+  const actual = await encoder.encode(pixels.dataSync() as Float32Array, 2);
+  t.is(actual.length, expected.length);
+  t.true(maxDifference(expected, actual) < 1e-4, `max difference ${maxDifference(expected, actual)}`);
+
+  await encoder.dispose();
+  pixels.dispose();
+  model.dispose();
+});
+
 test('onnx export rejects bad block count', (t) => {
   const config = benchConfig('tiny');
   t.throws(() => exportVisionOnnx(config, new Map(), { blocks: 5 }), { message: /block count 5: the model has 4 vision blocks/ });
