@@ -17,7 +17,8 @@ import { parseTrainConfig } from '../lib/train/config.ts';
 import { peakRssBytes, trainFlopsPerImage, wasmHeapBytes } from '../lib/train/cost.ts';
 import { TaskHead } from '../lib/train/head.ts';
 import { runPrefix, splitPoint } from '../lib/train/imagePath.ts';
-import { accumulateGradients, trainableParams } from '../lib/train/trainer.ts';
+import { accumulateGradients } from '../lib/train/microBatch.ts';
+import { trainableParams } from '../lib/train/trainer.ts';
 import { initBackend } from '../lib/util/backend.ts';
 
 function argument(name: string, fallback: number): number {
@@ -55,11 +56,10 @@ for (let step = 0; step < steps; step++) {
     const x = runPrefix(model, split, pixels);
     pixels.dispose();
     const labels = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([microBatchSize, findings], 0, 1, 'float32', m), 0.8), 'float32')) as tf.Tensor2D;
-    const kept = Array.from({ length: microBatchSize }, (_, i) => ({ id: String(i), patient: String(i), split: 'train' as const, labels: [] }));
     const sample = () => {
       peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
     };
-    loss += accumulateGradients(model, head, split, params, { x, labels, kept }, batchSize, undefined, grads, sample) * (microBatchSize / batchSize);
+    loss += accumulateGradients(model, head, split, params, { x, labels }, batchSize, undefined, grads, sample) * (microBatchSize / batchSize);
     peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
     console.log(`  micro-batch ${m + 1}: tensors ${gib(tf.memory().numBytes)} GiB, wasm heap ${gib(wasmHeapBytes() ?? 0)} GiB, ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }

@@ -2,7 +2,7 @@
 // that task alone. bench/run.ts spawns it; it prints one JSON object on stdout.
 //
 //   npx tsx bench/task.ts --task forward --batch 8 [--repeats 3] [--model tiny] [--runtime tfjs|onnx]
-//   npx tsx bench/task.ts --task train --plan frozen8 [--batch-size 32] [--micro-batch-size 4] [--steps 1]
+//   npx tsx bench/task.ts --task train --plan frozen8 [--batch-size 32] [--micro-batch-size 4] [--steps 1] [--threads auto|N]
 //   npx tsx bench/task.ts --task sweep --cache on|off [--images 32] [--epochs 2]
 //
 // Weights, pixels and labels are random. The training step is the trainer's own: the frozen
@@ -24,7 +24,9 @@ import { createOnnxPrefix, type OnnxPrefix } from '../lib/train/onnxPrefix.ts';
 import { GradientBuffer } from '../lib/train/gradientBuffer.ts';
 import { TaskHead } from '../lib/train/head.ts';
 import { runPrefix, splitPoint, type SplitPoint } from '../lib/train/imagePath.ts';
-import { accumulateGradients, trainableParams } from '../lib/train/trainer.ts';
+import { batchGradients } from '../lib/train/microBatch.ts';
+import { availableCores, chooseTrainThreads, GradientWorkers } from '../lib/train/gradientWorkers.ts';
+import { trainableParams } from '../lib/train/trainer.ts';
 import { initBackend } from '../lib/util/backend.ts';
 import { benchConfig, firstTrainedBlock, planSpec, type BenchModel, type BenchPlan } from './shapes.ts';
 
@@ -109,19 +111,35 @@ interface Trainer {
   head: TaskHead;
   optimizer: AdamW;
   params: ReturnType<typeof trainableParams>;
+  /** Worker threads of a data-parallel step, as the trainer starts them; null for one thread. */
+  workers: GradientWorkers | null;
+  threads: number;
   restore: () => void;
 }
 
-function makeTrainer(spec: string, batchSize: number, microBatchSize: number): Trainer {
+/** --threads: a count, or auto (the trainer's choice for a long run). */
+function threadsFor(batchSize: number, microBatchSize: number): number {
+  const setting = option('threads', 'auto');
+  const requested = setting === 'auto' ? 'auto' : intOption('threads', 1);
+  const context = { backend: backend.name, cores: availableCores(), microBatchesPerStep: Math.ceil(batchSize / microBatchSize), runFlops: Infinity };
+  return chooseTrainThreads(requested, context).threads;
+}
+
+async function makeTrainer(spec: string, batchSize: number, microBatchSize: number): Promise<Trainer> {
   const plan = parsePlan(spec, config);
   const trainConfig = parseTrainConfig({ checkpoint: '(random)', data: '(random)', batchSize, microBatchSize });
   const head = TaskHead.random(config.embedDim, FINDINGS, 0);
   const params = trainableParams(model, head, plan, trainConfig);
   const optimizer = new AdamW(params, { weightDecay: trainConfig.weightDecay, beta1: trainConfig.beta1, beta2: trainConfig.beta2, eps: trainConfig.eps });
-  return { plan, split: splitPoint(model, plan), head, optimizer, params, restore: markFrozenVariables(model, plan) };
+  const restore = markFrozenVariables(model, plan);
+  const split = splitPoint(model, plan);
+  const threads = threadsFor(batchSize, microBatchSize);
+  const workers = threads > 1 ? await GradientWorkers.start(threads - 1, { model, head, split, params, backend: backend.name }) : null;
+  return { plan, split, head, optimizer, params, workers, threads, restore };
 }
 
-function disposeTrainer(trainer: Trainer): void {
+async function disposeTrainer(trainer: Trainer): Promise<void> {
+  await trainer.workers?.close();
   trainer.restore();
   trainer.optimizer.dispose();
   trainer.head.dispose();
@@ -135,20 +153,18 @@ type Prefix = (first: number, count: number) => Promise<tf.Tensor>;
 
 async function optimiserStep(trainer: Trainer, first: number, batchSize: number, microBatchSize: number, prefix: Prefix): Promise<number> {
   const grads = new GradientBuffer();
-  let loss = 0;
+  const loaders = [];
   for (let start = first; start < first + batchSize; start += microBatchSize) {
     const count = Math.min(microBatchSize, first + batchSize - start);
-    const x = await prefix(start, count);
-    sampleMemory();
-    const kept = Array.from({ length: count }, (_, i) => ({ id: String(start + i), patient: String(start + i), split: 'train' as const, labels: [] }));
-    const micro = { x, labels: labelsFor(start, count), kept };
-    loss += accumulateGradients(model, trainer.head, trainer.split, trainer.params, micro, batchSize, undefined, grads, sampleMemory) * (count / batchSize);
-    sampleMemory();
+    loaders.push(async () => ({ x: await prefix(start, count), labels: labelsFor(start, count) }));
   }
+  const context = { model, head: trainer.head, split: trainer.split, params: trainer.params, workers: trainer.workers, afterForward: sampleMemory };
+  const losses = await batchGradients(loaders, batchSize, context, grads);
   grads.clipByGlobalNorm(1);
   trainer.optimizer.applyGradients(grads.entries(), 1e-5);
+  trainer.workers?.syncWeights(trainer.params);
   sampleMemory();
-  return loss;
+  return losses.reduce((sum, { loss, images }) => sum + (loss * images) / batchSize, 0);
 }
 
 /**
@@ -169,24 +185,26 @@ function computePrefix(split: SplitPoint, onnx: OnnxPrefix | null): Prefix {
   };
 }
 
-/** Times `steps` optimiser steps of a benchmark plan, after one untimed warm-up micro-batch. */
+/**
+ * Times `steps` optimiser steps of a benchmark plan, after one untimed warm-up step with one
+ * micro-batch per thread (worker start, first-call allocations and weight packing).
+ */
 async function train(plan: BenchPlan, batchSize: number, microBatchSize: number, steps: number): Promise<Record<string, number | string>> {
-  const trainer = makeTrainer(planSpec(plan, config.vision.layers), batchSize, microBatchSize);
+  const trainer = await makeTrainer(planSpec(plan, config.vision.layers), batchSize, microBatchSize);
   const onnx = await createOnnxPrefix(model, trainer.split);
   const prefix = computePrefix(trainer.split, onnx);
-  const warmUp = makeTrainer(planSpec(plan, config.vision.layers), microBatchSize, microBatchSize);
-  await optimiserStep(warmUp, 0, microBatchSize, microBatchSize, prefix);
-  disposeTrainer(warmUp);
+  const warmUpImages = microBatchSize * trainer.threads;
+  await optimiserStep(trainer, 0, warmUpImages, microBatchSize, prefix);
 
   const started = performance.now();
   let loss = 0;
-  for (let step = 0; step < steps; step++) loss = await optimiserStep(trainer, step * batchSize, batchSize, microBatchSize, prefix);
+  for (let step = 0; step < steps; step++) loss = await optimiserStep(trainer, warmUpImages + step * batchSize, batchSize, microBatchSize, prefix);
   const seconds = (performance.now() - started) / 1000 / steps;
   const trainable = trainer.params.reduce((sum, p) => sum + p.variable.size, 0);
-  disposeTrainer(trainer);
+  await disposeTrainer(trainer);
   await onnx?.dispose();
   const prefixRuntime = trainer.split.start === 0 ? 'none' : onnx ? 'onnx' : 'tfjs';
-  return { msPerImage: (1000 * seconds) / batchSize, imagesPerSecond: batchSize / seconds, trainableParams: trainable, loss, prefixRuntime };
+  return { msPerImage: (1000 * seconds) / batchSize, imagesPerSecond: batchSize / seconds, trainableParams: trainable, loss, prefixRuntime, threads: trainer.threads };
 }
 
 /**
@@ -208,7 +226,7 @@ async function sweep(useCache: boolean, images: number, epochs: number, microBat
   const started = performance.now();
   try {
     for (const spec of plans) {
-      const trainer = makeTrainer(spec, Math.min(32, images), microBatchSize);
+      const trainer = await makeTrainer(spec, Math.min(32, images), microBatchSize);
       const onnx = await createOnnxPrefix(model, trainer.split);
       if (onnx) prefixRuntime = 'onnx';
       const computed = computePrefix(trainer.split, onnx);
@@ -234,7 +252,7 @@ async function sweep(useCache: boolean, images: number, epochs: number, microBat
       for (let epoch = 0; epoch < epochs; epoch++) {
         for (let first = 0; first < images; first += batchSize) await optimiserStep(trainer, first, Math.min(batchSize, images - first), microBatchSize, prefix);
       }
-      disposeTrainer(trainer);
+      await disposeTrainer(trainer);
       await onnx?.dispose();
     }
   } finally {

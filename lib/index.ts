@@ -92,9 +92,11 @@ export * from './train/cost.ts';
 export * from './train/forgettingCache.ts';
 export * from './train/frozenVariables.ts';
 export * from './train/gradientBuffer.ts';
+export * from './train/gradientWorkers.ts';
 export * from './train/head.ts';
 export * from './train/imagePath.ts';
 export * from './train/loss.ts';
+export * from './train/microBatch.ts';
 export * from './train/onnxPrefix.ts';
 export * from './train/schedule.ts';
 export * from './train/trainer.ts';
@@ -107,8 +109,10 @@ export * from './util/rng.ts';
 
 export type { TrialSpec } from './study/trial.ts';
 export type { TrialSpec as SearchTrialSpec } from './strategies/search.ts';
-export { accumulateGradients } from './train/trainer.ts';
+export { accumulateGradients } from './train/microBatch.ts';
 export { accumulateGradients as accumulateWeightedLossGradients } from './strategies/accumulate.ts';
 
 // A child-process entry point: importing it installs process handlers, so only its types are API.
 export type { TrialProcessRequest, TrialProcessMessage } from './study/trialProcess.ts';
+// A worker-thread entry point (it listens on its parent port when imported).
+export type { WorkerReply, WorkerRequest, WorkerWeight } from './train/gradientWorker.ts';

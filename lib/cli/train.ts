@@ -41,6 +41,7 @@ const HELP: Record<keyof TrainConfig, string> = {
   evaluateTest: 'score the test split after training (true or false); false writes no metrics.json',
   source: "source-domain set for forgetting, 'name=folder[:imagesPerClass]' (repeatable)",
   activationCache: 'cache the frozen prefix output on disk (true or false)',
+  trainThreads: "threads that compute each step's gradients: a number, or auto for every core on wasm",
   cacheDir: 'activation cache folder (default: <runs>/.cache/activations)',
   runs: 'folder of run records',
 };
@@ -66,6 +67,7 @@ export function register(program: Command): void {
     if (key === 'limit') command.option(`${flag} <limits>`, help, parseLimit);
     else if (key === 'source') command.option(`${flag} <set>`, help, collectSource);
     else if (key === 'datasetOptions') command.option(`${flag} <json>`, help, parseJsonObject(flag));
+    else if (key === 'trainThreads') command.option(`${flag} <n>`, help, parseThreads(flag));
     else if (types.includes('boolean')) command.option(`${flag} [bool]`, help, parseBoolean(flag));
     else if (types.includes('integer') || types.includes('number')) command.option(`${flag} <n>`, help, parseNumber(flag));
     else command.option(`${flag} <value>`, help);
@@ -114,6 +116,15 @@ function recordedConfig(recorded: Record<string, unknown>): Record<string, unkno
   const raw: Record<string, unknown> = {};
   for (const key of TRAIN_KEYS) if (recorded[key] !== undefined) raw[key] = recorded[key];
   return raw;
+}
+
+function parseThreads(flag: string) {
+  return (value: string): number | 'auto' => {
+    if (value === 'auto') return 'auto';
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer or auto, got '${value}'.`);
+    return n;
+  };
 }
 
 function parseNumber(flag: string) {

@@ -88,6 +88,12 @@ export interface TrainConfig {
   activationCache: boolean;
   /** Folder of the activation cache (null = <runs>/.cache/activations). */
   cacheDir: string | null;
+  /**
+   * Threads that compute each step's gradients (1 = the main thread alone), or 'auto': every
+   * core (up to 4) on the wasm and cpu backends for runs long enough to repay the workers'
+   * start. Results agree across thread counts up to float rounding.
+   */
+  trainThreads: number | 'auto';
   /** Folder of run records. */
   runs: string;
 }
@@ -125,6 +131,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'checkpoint' | 'data'> = {
   source: [],
   activationCache: true,
   cacheDir: null,
+  trainThreads: 'auto',
   runs: 'runs',
 };
 
@@ -183,6 +190,7 @@ export const TRAIN_SCHEMA = {
     },
     activationCache: { type: 'boolean' },
     cacheDir: { type: ['string', 'null'] },
+    trainThreads: { anyOf: [{ type: 'integer', minimum: 1 }, { const: 'auto' }] },
     runs: { type: 'string', minLength: 1 },
   },
 } as const;
@@ -313,11 +321,11 @@ export function resolveDatasetOptionPaths(options: Record<string, unknown>, base
 
 /**
  * Returns the part of a config that determines a run's results, for its run id: everything
- * except where records and caches are written. Keys at their defaults that older versions did
+ * except where records and caches are written and how many threads compute. Keys at their defaults that older versions did
  * not have (empty datasetOptions, evaluateTest true) are left out, so recorded runs keep their ids.
  */
 export function identityOf(config: TrainConfig): Record<string, unknown> {
-  const { runs: _runs, cacheDir: _cacheDir, activationCache: _activationCache, datasetOptions, evaluateTest, ...identity } = config;
+  const { runs: _runs, cacheDir: _cacheDir, activationCache: _activationCache, trainThreads: _trainThreads, datasetOptions, evaluateTest, ...identity } = config;
   return {
     ...identity,
     ...(Object.keys(datasetOptions).length > 0 ? { datasetOptions } : {}),

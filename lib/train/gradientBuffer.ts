@@ -12,7 +12,11 @@ export class GradientBuffer {
 
   /** Adds a gradient tensor to the named sum (the caller disposes the tensor). */
   add(name: string, gradient: tf.Tensor): void {
-    const values = gradient.dataSync() as Float32Array;
+    this.addValues(name, gradient.dataSync() as Float32Array);
+  }
+
+  /** Adds gradient values (for example a worker thread's sums) to the named sum. */
+  addValues(name: string, values: Float32Array): void {
     const sum = this.sums.get(name);
     if (!sum) {
       this.sums.set(name, Float32Array.from(values));

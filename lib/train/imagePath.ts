@@ -12,6 +12,9 @@ import type { ClipModel } from '../clip/model.ts';
 import type { FreezePlan } from '../freeze/plan.ts';
 import type { TaskHead } from './head.ts';
 
+/** The image tower's stages, as ClipModel and a data-parallel worker's weight copy provide them. */
+export type VisionPath = Pick<ClipModel, 'visionEmbed' | 'visionBlock' | 'visionHead'>;
+
 export interface SplitPoint {
   /** Units of the path in forward order. */
   units: string[];
@@ -61,7 +64,7 @@ export function runPrefix(model: ClipModel, split: SplitPoint, pixels: tf.Tensor
 }
 
 /** Runs the rest of the path on the prefix output and returns logits [B, F]. */
-export function runSuffix(model: ClipModel, head: TaskHead, split: SplitPoint, x: tf.Tensor): tf.Tensor2D {
+export function runSuffix(model: VisionPath, head: TaskHead, split: SplitPoint, x: tf.Tensor): tf.Tensor2D {
   return tf.tidy(() => {
     let h: tf.Tensor = x;
     for (let i = split.start; i < split.units.length; i++) {

@@ -38,14 +38,16 @@ import { ActivationCache } from './activationCache.ts';
 import { AdamW, type AdamWParam } from './adamw.ts';
 import { loadTrainState, saveTrainState, stateDir, type EpochRecord, type TrainStateMeta } from './checkpointState.ts';
 import { GradientBuffer } from './gradientBuffer.ts';
+import { availableCores, chooseTrainThreads, GradientWorkers } from './gradientWorkers.ts';
 import { checkInputPaths, identityOf, parseTrainConfig, type SourceSet, type TrainConfig } from './config.ts';
-import { CostMeter, type CostJson } from './cost.ts';
+import { CostMeter, trainFlopsPerImage, type CostJson } from './cost.ts';
 import { ForgettingBeforeCache } from './forgettingCache.ts';
 import { markFrozenVariables } from './frozenVariables.ts';
 import { createOnnxPrefix, type OnnxPrefix } from './onnxPrefix.ts';
 import { TaskHead } from './head.ts';
 import { runPrefix, runSuffix, splitPoint, type SplitPoint } from './imagePath.ts';
-import { bceWithLogits, positiveWeights } from './loss.ts';
+import { positiveWeights } from './loss.ts';
+import { batchGradients } from './microBatch.ts';
 import { layerDecayScales, learningRateAt } from './schedule.ts';
 
 const logger = moduleLog('train');
@@ -231,6 +233,13 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     logger.warn(`warmupSteps ${config.warmupSteps} is not below the run's ${totalSteps} optimiser updates, so the learning rate never reaches lr ${config.lr}.`);
   }
   const posWeight = config.posWeight ? positiveWeights(samples.train.map((s) => s.labels), findings.length) : undefined;
+  const threads = chooseTrainThreads(config.trainThreads, {
+    backend,
+    cores: availableCores(),
+    microBatchesPerStep: Math.ceil(Math.min(config.batchSize, samples.train.length) / config.microBatchSize),
+    runFlops: trainFlopsPerImage(model.config, plan, findings.length) * Math.min(totalSteps * config.batchSize, epochs * samples.train.length),
+  });
+  logger.info(`Gradients on ${threads.threads} thread${threads.threads > 1 ? 's' : ''} (${threads.reason})`);
 
   // 4. Resume from the last finished epoch.
   let meta: TrainStateMeta = {
@@ -267,119 +276,130 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     cache.misses = meta.activationCacheMisses ?? 0;
   }
 
-  // 5. Epochs.
+  // 5. Epochs. With several threads, workers compute some micro-batches (gradientWorkers.ts).
   const trainIds = new Map(samples.train.map((s) => [s.id, s]));
-  while (!meta.finished && meta.epoch < epochs && meta.step < totalSteps) {
-    const epoch = meta.epoch;
-    const order = meta.nextOrder.map((id) => trainIds.get(id)).filter((s): s is Sample => s !== undefined);
-    const stepsThisEpoch = Math.min(batchesPerEpoch, totalSteps - meta.step);
-    const progress = createProgress(`epoch ${epoch + 1}/${epochs}`, stepsThisEpoch);
-    const epochStarted = performance.now();
-    let lossSum = 0;
-    let lossImages = 0;
-    let lr = 0;
+  const needsTraining = !meta.finished && meta.epoch < epochs && meta.step < totalSteps;
+  const workers = needsTraining && threads.threads > 1 ? await GradientWorkers.start(threads.threads - 1, { model, head, split, params, posWeight, backend }) : null;
+  try {
+    while (!meta.finished && meta.epoch < epochs && meta.step < totalSteps) {
+      const epoch = meta.epoch;
+      const order = meta.nextOrder.map((id) => trainIds.get(id)).filter((s): s is Sample => s !== undefined);
+      const stepsThisEpoch = Math.min(batchesPerEpoch, totalSteps - meta.step);
+      const progress = createProgress(`epoch ${epoch + 1}/${epochs}`, stepsThisEpoch);
+      const epochStarted = performance.now();
+      let lossSum = 0;
+      let lossImages = 0;
+      let lr = 0;
 
-    await meter.time('train', async () => {
-      for (let b = 0; b < stepsThisEpoch; b++) {
-        if (options.signal?.aborted) {
-          throw new TrainingAbortedError(`Run ${record.runId} aborted at step ${meta.step}; finished epochs are saved in ${stateDir(record.dir)}. Run it again to resume.`);
-        }
-        const batch = order.slice(b * config.batchSize, (b + 1) * config.batchSize);
-        lr = learningRateAt(meta.step, schedule);
-        const stepStarted = performance.now();
-
-        // Gradient accumulation: each micro-batch's mean loss is weighted by its share of
-        // the batch, so the summed gradient is the gradient of the batch's mean loss.
-        const grads = new GradientBuffer();
-        let batchLoss = 0;
-        let batchImages = 0;
-        for (let start = 0; start < batch.length; start += config.microBatchSize) {
-          const micro = await inputs.load(batch.slice(start, start + config.microBatchSize));
-          if (micro.kept.length === 0) continue;
-          const microLoss = accumulateGradients(model, head, split, params, micro, batch.length, posWeight, grads, () => meter.sampleMemory());
-          meter.sampleMemory();
-          if (!Number.isFinite(microLoss)) {
-            throw divergedError(record, meta, `loss is ${microLoss}`, epoch);
+      await meter.time('train', async () => {
+        for (let b = 0; b < stepsThisEpoch; b++) {
+          if (options.signal?.aborted) {
+            throw new TrainingAbortedError(`Run ${record.runId} aborted at step ${meta.step}; finished epochs are saved in ${stateDir(record.dir)}. Run it again to resume.`);
           }
-          batchLoss += microLoss * micro.kept.length;
-          batchImages += micro.kept.length;
-        }
-        if (batchImages === 0) continue;
+          const batch = order.slice(b * config.batchSize, (b + 1) * config.batchSize);
+          lr = learningRateAt(meta.step, schedule);
+          const stepStarted = performance.now();
 
-        // Gradients were scaled by the batch's listed size; rescale when images were skipped.
-        if (batchImages !== batch.length) grads.scale(batch.length / batchImages);
-        const norm = grads.clipByGlobalNorm(config.clipGradNorm);
-        if (!Number.isFinite(norm)) {
-          throw divergedError(record, meta, `gradient norm is ${norm}`, epoch);
-        }
-        optimizer.applyGradients(grads.entries(), lr);
-        grads.clear();
-        meter.sampleMemory();
+          // Gradient accumulation: each micro-batch's mean loss is weighted by its share of
+          // the batch, so the summed gradient is the gradient of the batch's mean loss. With
+          // workers, they and the main thread take turns at the micro-batches.
+          const grads = new GradientBuffer();
+          const loaders = [];
+          for (let start = 0; start < batch.length; start += config.microBatchSize) {
+            const slice = batch.slice(start, start + config.microBatchSize);
+            loaders.push(async () => {
+              const micro = await inputs.load(slice);
+              return micro.kept.length > 0 ? micro : null;
+            });
+          }
+          const microLosses = await batchGradients(loaders, batch.length, { model, head, split, params, posWeight, workers, afterForward: () => meter.sampleMemory() }, grads);
+          let batchLoss = 0;
+          let batchImages = 0;
+          for (const { loss, images } of microLosses) {
+            if (!Number.isFinite(loss)) throw divergedError(record, meta, `loss is ${loss}`, epoch);
+            batchLoss += loss * images;
+            batchImages += images;
+          }
+          if (batchImages === 0) continue;
 
-        meta.step += 1;
-        meter.imagesSeen += batchImages;
-        lossSum += batchLoss;
-        lossImages += batchImages;
-        const imagesPerSecond = batchImages / ((performance.now() - stepStarted) / 1000);
-        const loss = batchLoss / batchImages;
-        progress.tick(1, { step: meta.step, loss, lr, 'img/s': imagesPerSecond });
-        options.onProgress?.({
-          runId: record.runId,
-          epoch: epoch + 1,
-          step: meta.step,
-          totalSteps,
-          loss,
-          imagesPerSecond,
-          fraction: meta.step / totalSteps,
-          message: `epoch ${epoch + 1}/${epochs} step ${meta.step}/${totalSteps} loss ${loss.toFixed(4)}`,
-        });
-        options.hooks?.afterStep?.({ step: meta.step, epoch: epoch + 1, model, head });
+          // Gradients were scaled by the batch's listed size; rescale when images were skipped.
+          if (batchImages !== batch.length) grads.scale(batch.length / batchImages);
+          const norm = grads.clipByGlobalNorm(config.clipGradNorm);
+          if (!Number.isFinite(norm)) {
+            throw divergedError(record, meta, `gradient norm is ${norm}`, epoch);
+          }
+          optimizer.applyGradients(grads.entries(), lr);
+          workers?.syncWeights(params);
+          grads.clear();
+          meter.sampleMemory();
+
+          meta.step += 1;
+          meter.imagesSeen += batchImages;
+          lossSum += batchLoss;
+          lossImages += batchImages;
+          const imagesPerSecond = batchImages / ((performance.now() - stepStarted) / 1000);
+          const loss = batchLoss / batchImages;
+          progress.tick(1, { step: meta.step, loss, lr, 'img/s': imagesPerSecond });
+          options.onProgress?.({
+            runId: record.runId,
+            epoch: epoch + 1,
+            step: meta.step,
+            totalSteps,
+            loss,
+            imagesPerSecond,
+            fraction: meta.step / totalSteps,
+            message: `epoch ${epoch + 1}/${epochs} step ${meta.step}/${totalSteps} loss ${loss.toFixed(4)}`,
+          });
+          options.hooks?.afterStep?.({ step: meta.step, epoch: epoch + 1, model, head });
+        }
+      }).finally(() => progress.stop());
+
+      // Validation, early stopping and the best weights.
+      const val = await meter.time('eval', () => predictSplit(inputs, model, head, split, samples.val, findings, meter));
+      const valMeanAuroc = evaluatePredictions(val, { bootstrap: 0 }).meanAuroc;
+      const improved = valMeanAuroc !== null && (meta.bestValMeanAuroc === null || valMeanAuroc > meta.bestValMeanAuroc);
+      if (improved || meta.bestEpoch === 0) {
+        best = readWeights(params);
+        meta.bestEpoch = epoch + 1;
+        meta.bestValMeanAuroc = valMeanAuroc;
+        meta.epochsWithoutImprovement = 0;
+      } else {
+        meta.epochsWithoutImprovement += 1;
       }
-    }).finally(() => progress.stop());
 
-    // Validation, early stopping and the best weights.
-    const val = await meter.time('eval', () => predictSplit(inputs, model, head, split, samples.val, findings, meter));
-    const valMeanAuroc = evaluatePredictions(val, { bootstrap: 0 }).meanAuroc;
-    const improved = valMeanAuroc !== null && (meta.bestValMeanAuroc === null || valMeanAuroc > meta.bestValMeanAuroc);
-    if (improved || meta.bestEpoch === 0) {
-      best = readWeights(params);
-      meta.bestEpoch = epoch + 1;
-      meta.bestValMeanAuroc = valMeanAuroc;
-      meta.epochsWithoutImprovement = 0;
-    } else {
-      meta.epochsWithoutImprovement += 1;
+      const entry: EpochRecord = {
+        epoch: epoch + 1,
+        trainLoss: lossImages ? lossSum / lossImages : NaN,
+        valMeanAuroc,
+        lr,
+        seconds: (performance.now() - epochStarted) / 1000,
+        step: meta.step,
+      };
+      meta.history.push(entry);
+      meta.epoch = epoch + 1;
+      meta.optimizerStep = optimizer.step;
+      meta.nextOrder = epochOrder(samples.train, config.seed, meta.epoch);
+      meta.trainSeconds = meter.trainSeconds;
+      meta.evalSeconds = meter.evalSeconds;
+      meta.imagesSeen = meter.imagesSeen;
+      meta.evalImages = meter.evalImages;
+      meta.activationCacheHits = cache?.hits ?? 0;
+      meta.activationCacheMisses = cache?.misses ?? 0;
+      const patienceSpent = config.patience > 0 && meta.epochsWithoutImprovement >= config.patience;
+      meta.finished = meta.epoch >= epochs || meta.step >= totalSteps || patienceSpent;
+      logger.info(
+        `epoch ${entry.epoch}/${epochs}: train loss ${entry.trainLoss.toFixed(4)}, val mean AUROC ${formatAuroc(valMeanAuroc)}` +
+          `${improved ? ' (best)' : ''}, ${entry.seconds.toFixed(1)} s`,
+      );
+      if (patienceSpent) logger.info(`Early stopping: no better validation mean AUROC for ${config.patience} epochs; best is epoch ${meta.bestEpoch}.`);
+
+      const optimizerState = optimizer.getState();
+      saveTrainState(record.dir, meta, { weights: readWeights(params), m: shaped(optimizerState.m, params), v: shaped(optimizerState.v, params), best });
+      record.writeJson('history.json', { epochs: meta.history });
+      record.appendLog(`epoch ${entry.epoch} saved: loss ${entry.trainLoss}, val mean AUROC ${valMeanAuroc}`);
     }
-
-    const entry: EpochRecord = {
-      epoch: epoch + 1,
-      trainLoss: lossImages ? lossSum / lossImages : NaN,
-      valMeanAuroc,
-      lr,
-      seconds: (performance.now() - epochStarted) / 1000,
-      step: meta.step,
-    };
-    meta.history.push(entry);
-    meta.epoch = epoch + 1;
-    meta.optimizerStep = optimizer.step;
-    meta.nextOrder = epochOrder(samples.train, config.seed, meta.epoch);
-    meta.trainSeconds = meter.trainSeconds;
-    meta.evalSeconds = meter.evalSeconds;
-    meta.imagesSeen = meter.imagesSeen;
-    meta.evalImages = meter.evalImages;
-    meta.activationCacheHits = cache?.hits ?? 0;
-    meta.activationCacheMisses = cache?.misses ?? 0;
-    const patienceSpent = config.patience > 0 && meta.epochsWithoutImprovement >= config.patience;
-    meta.finished = meta.epoch >= epochs || meta.step >= totalSteps || patienceSpent;
-    logger.info(
-      `epoch ${entry.epoch}/${epochs}: train loss ${entry.trainLoss.toFixed(4)}, val mean AUROC ${formatAuroc(valMeanAuroc)}` +
-        `${improved ? ' (best)' : ''}, ${entry.seconds.toFixed(1)} s`,
-    );
-    if (patienceSpent) logger.info(`Early stopping: no better validation mean AUROC for ${config.patience} epochs; best is epoch ${meta.bestEpoch}.`);
-
-    const optimizerState = optimizer.getState();
-    saveTrainState(record.dir, meta, { weights: readWeights(params), m: shaped(optimizerState.m, params), v: shaped(optimizerState.v, params), best });
-    record.writeJson('history.json', { epochs: meta.history });
-    record.appendLog(`epoch ${entry.epoch} saved: loss ${entry.trainLoss}, val mean AUROC ${valMeanAuroc}`);
+  } finally {
+    await workers?.close();
   }
   optimizer.dispose();
 
@@ -415,6 +435,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
     totalParams: counts.total,
     backend,
   });
+  cost.trainThreads = threads.threads;
   if (cache) {
     cost.activationCacheHits = cache.hits;
     cost.activationCacheMisses = cache.misses;
@@ -516,42 +537,6 @@ function shaped(buffers: Record<string, Float32Array>, params: AdamWParam[]): Re
 
 function plainData(tensors: Record<string, { data: Float32Array }>): Record<string, Float32Array> {
   return Object.fromEntries(Object.entries(tensors).map(([name, t]) => [name, t.data]));
-}
-
-/**
- * Computes one micro-batch's gradients of its loss share and adds them to `grads`, then
- * disposes the micro-batch's tensors. Returns the micro-batch's mean loss.
- */
-export function accumulateGradients(
-  model: ClipModel,
-  head: TaskHead,
-  split: SplitPoint,
-  params: AdamWParam[],
-  micro: { x: tf.Tensor; labels: tf.Tensor2D; kept: Sample[] },
-  batchSize: number,
-  posWeight: number[] | undefined,
-  grads: GradientBuffer,
-  afterForward?: () => void,
-): number {
-  const share = micro.kept.length / batchSize;
-  const variables = params.map((p) => p.variable);
-  const names = new Map(params.map((p) => [p.variable.name, p.name]));
-  const { value, grads: microGrads } = tf.variableGrads(() => {
-    const logits = runSuffix(model, head, split, micro.x);
-    const loss = bceWithLogits(logits, micro.labels, posWeight).mul(share) as tf.Scalar;
-    // The tape keeps every forward activation here, close to the step's peak of tensor memory.
-    afterForward?.();
-    return loss;
-  }, variables);
-
-  const loss = value.dataSync()[0] / share;
-  value.dispose();
-  tf.dispose([micro.x, micro.labels]);
-  for (const [variableName, g] of Object.entries(microGrads)) {
-    grads.add(names.get(variableName)!, g);
-    g.dispose();
-  }
-  return loss;
 }
 
 function divergedError(record: RunRecord, meta: TrainStateMeta, what: string, epoch: number): TrainingDivergedError {

@@ -6,7 +6,7 @@ import test from 'ava';
 import { PROJECT_ROOT } from '../helpers/shared.ts';
 
 const LIB = path.join(PROJECT_ROOT, 'lib');
-const ENTRY_POINTS = ['study/trialProcess.ts'];
+const ENTRY_POINTS = ['study/trialProcess.ts', 'train/gradientWorker.ts'];
 
 function modules(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
