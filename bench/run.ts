@@ -116,6 +116,16 @@ if (onnxRuntime) {
   const frozen8 = tasks.find((task) => task.name.startsWith('train frozen8'))!;
   tasks.push({ name: `${frozen8.name}, TF.js prefix`, args: frozen8.args, env: { CLIPFREEZE_PREFIX_RUNTIME: 'tfjs' } });
 }
+// Training computes gradients on every core by default (lib/train/gradientWorkers.ts); this
+// row shows the same step on the main thread alone.
+const frozen8 = tasks.find((task) => task.name.startsWith('train frozen8'))!;
+tasks.push({ name: `${frozen8.name}, 1 thread`, args: [...frozen8.args, '--threads', '1'] });
+
+/** Drops the options that only clipfreeze takes (--runtime, --threads) from a task's arguments. */
+function peerArgs(args: string[]): string[] {
+  const own = new Set(['--runtime', '--threads']);
+  return args.filter((arg, i, all) => !own.has(arg) && !own.has(all[i - 1]));
+}
 
 const rows: Row[] = [];
 for (const task of tasks) {
@@ -124,7 +134,7 @@ for (const task of tasks) {
   let peer: Figures | null = null;
   if (torch.python) {
     log.info(`bench: ${task.name} (PyTorch)`);
-    peer = runTorch(torch.python, task.args.filter((arg, i, all) => arg !== '--runtime' && all[i - 1] !== '--runtime'));
+    peer = runTorch(torch.python, peerArgs(task.args));
   }
   const ratio = peer ? (ours.msPerImage as number) / (peer.msPerImage as number) : null;
   rows.push({ name: task.name, clipfreeze: ours, torch: peer, ratio });
@@ -193,11 +203,11 @@ function formatReport(r: typeof report): string {
     r.torch.python ? `PyTorch ${r.torch.version} (${r.torch.python}), 2 threads, OMP_WAIT_POLICY=PASSIVE, BLAS ${r.torch.blas}` : `PyTorch peer not run: ${r.torch.unavailableReason}`,
     r.onnxRuntime ? `onnxruntime-node ${r.onnxRuntime} for the onnxruntime rows (2 threads)` : 'onnxruntime-node not installed: no onnxruntime rows',
     '',
-    `${'task'.padEnd(48)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
+    `${'task'.padEnd(48)} ${'threads'.padStart(7)} ${'clipfreeze ms/img'.padStart(17)} ${'PyTorch ms/img'.padStart(14)} ${'ratio'.padStart(6)}  ${'peak tensors MiB'.padStart(16)} ${'peak RSS MiB (cf / pt)'.padStart(22)}`,
   ];
   for (const row of r.rows) {
     lines.push(
-      `${row.name.padEnd(48)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
+      `${row.name.padEnd(48)} ${String(row.clipfreeze.threads ?? '-').padStart(7)} ${ms(row.clipfreeze).padStart(17)} ${ms(row.torch).padStart(14)} ${(row.ratio === null ? '-' : row.ratio.toFixed(2)).padStart(6)}  ` +
         `${mib(row.clipfreeze.peakTensorBytes).padStart(16)} ${`${mib(row.clipfreeze.peakRssBytes)} / ${mib(row.torch?.peakRssBytes)}`.padStart(22)}`,
     );
   }

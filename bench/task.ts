@@ -7,7 +7,7 @@
 //
 // Weights, pixels and labels are random. The training step is the trainer's own: the frozen
 // prefix outside the gradient tape (runPrefix), gradient accumulation over micro-batches
-// (accumulateGradients), clipping by global norm and AdamW.
+// on the main thread and worker threads (batchGradients), clipping by global norm and AdamW.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

@@ -26,6 +26,7 @@ test('bench smoke run reports every task', (t) => {
   const expectedRows = ['forward, batch 8', 'forward, batch 32', 'train full, batch 32 = 8 x 4', 'train frozen8, batch 32 = 8 x 4', 'train head, batch 32 = 8 x 4'];
   // onnxruntime-node is optional; where it is installed, two forward rows use it.
   if (report.onnxRuntime) expectedRows.push('forward, batch 8, onnxruntime', 'forward, batch 32, onnxruntime', 'train frozen8, batch 32 = 8 x 4, TF.js prefix');
+  expectedRows.push('train frozen8, batch 32 = 8 x 4, 1 thread');
   t.deepEqual(
     report.rows.map((row) => row.name),
     expectedRows,
@@ -36,6 +37,8 @@ test('bench smoke run reports every task', (t) => {
     t.true(row.clipfreeze.peakRssBytes > 0, `${row.name}: peak RSS`);
     t.is(row.ratio, null, `${row.name}: ratio without the peer`);
   }
+  const oneThread = report.rows.find((row) => row.name.endsWith(', 1 thread'))!;
+  t.is(oneThread.clipfreeze.threads, 1);
   t.true(['node-gpu', 'node', 'wasm', 'cpu'].includes(report.backend), `backend ${report.backend}`);
   t.regex(report.torch.unavailableReason ?? '', /--no-torch/);
 
