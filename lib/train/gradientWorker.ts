@@ -109,8 +109,8 @@ const port = parentPort;
 if (!port) throw new Error('gradientWorker.ts runs only as a worker thread (see gradientWorkers.ts).');
 let state: WorkerState | null = null;
 
-// Requests are handled one at a time in arrival order, so 'collect' sees every micro-batch
-// sent before it.
+// Requests are handled one at a time in arrival order, so 'collect' includes every
+// micro-batch sent before it.
 let queue: Promise<void> = Promise.resolve();
 port.on('message', (request: WorkerRequest) => {
   queue = queue.then(async () => {

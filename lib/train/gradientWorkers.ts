@@ -8,10 +8,10 @@
 //   micro-batch   0       1      2       3      ...
 //   computed by   worker  main   worker  main   ...   (with one worker)
 //
-// Every thread sums its micro-batches' gradients of their loss shares; the sums add up to the
-// gradient of the batch's mean loss, as on one thread (up to float rounding, about 1e-7
-// relative, because the additions happen in another order). After the AdamW update the
-// trained weights are sent to the workers.
+// Every thread sums its micro-batches' gradients of their loss shares. Together the sums are
+// the gradient of the batch's mean loss, as on one thread, up to float rounding because the
+// additions happen in another order (the tests allow 1e-5 relative). After the AdamW update
+// the trained weights are sent to the workers.
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
@@ -32,7 +32,7 @@ const logger = moduleLog('train');
  */
 export const MIN_PARALLEL_RUN_FLOPS = 200e9;
 
-/** At most this many threads by default; each holds a copy of the trained weights. */
+/** At most this many threads by default, because each worker keeps a copy of the suffix weights. */
 export const MAX_AUTO_THREADS = 4;
 
 export interface ThreadChoice {
