@@ -1,9 +1,10 @@
-// Export of the CLIP image tower to an ONNX model (opset 17), for runtimes such as
+// Export of the CLIP image and text towers to ONNX models (opset 17), for runtimes such as
 // onnxruntime-node that run gradient-free passes (zero-shot, frozen prefixes, similarity
-// features) with native multi-threaded kernels. The graph computes what vision.ts computes:
-// patch embedding (Conv), class token, positions, ln_pre, residual blocks with QuickGELU or
-// GELU, then the tokens after a given block, ln_post of the class token and proj, or one
-// activation per vision unit for the similarity strategy.
+// features) with native multi-threaded kernels. The image graph computes what vision.ts
+// computes: patch embedding (Conv), class token, positions, ln_pre, residual blocks with
+// QuickGELU or GELU, then the tokens after a given block, ln_post of the class token and proj,
+// or one activation per vision unit for the similarity strategy. The text graph computes what
+// text.ts computes (exportTextOnnx).
 //
 // The protobuf encoding is written here (ModelProto, GraphProto, NodeProto, TensorProto and
 // ValueInfoProto of onnx/onnx.proto, IR version 8), so the export needs no dependency.
@@ -50,7 +51,6 @@ export function exportVisionOnnx(config: ClipConfig, weights: Map<string, Checkp
     throw new Error(`Invalid ONNX export block count ${blocks}: the model has ${layers} vision blocks.`);
   }
   const graph = new GraphBuilder(weights);
-  const headDim = width / heads;
 
   // Patch embedding: a stride-p convolution without bias, then [B, width, g, g] -> [B, P, width].
   const patches = graph.op('Conv', [ONNX_INPUT, graph.weight('visual.conv1.weight')], { kernel_shape: [patchSize, patchSize], strides: [patchSize, patchSize] });
@@ -72,7 +72,7 @@ export function exportVisionOnnx(config: ClipConfig, weights: Map<string, Checkp
     const patchMean = graph.op('ReduceMean', [graph.op('Slice', [x, graph.int64([1]), graph.int64([Number.MAX_SAFE_INTEGER]), graph.int64([1])])], { axes: [1], keepdims: 0 });
     unitOutputs.push(patchMean);
     for (let i = 0; i < blocks; i++) {
-      x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, headDim);
+      x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, config.vision);
       unitOutputs.push(graph.op('Gather', [x, graph.int64Scalar(0)], { axis: 1 }));
     }
     unitOutputs.push(visionHead(graph, x, config));
@@ -82,13 +82,53 @@ export function exportVisionOnnx(config: ClipConfig, weights: Map<string, Checkp
     return graph.encode(input, names.map((unit): ValueInfo => [unit.name, ['batch', ...unit.shape]]));
   }
 
-  for (let i = 0; i < blocks; i++) x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, headDim);
+  for (let i = 0; i < blocks; i++) x = residualBlock(graph, x, `visual.transformer.resblocks.${i}.`, config, config.vision);
 
   if (output === 'features') x = visionHead(graph, x, config);
   graph.rename(x, ONNX_OUTPUT);
 
   const outputShape: Array<number | string> = output === 'features' ? ['batch', config.embedDim] : ['batch', (imageSize / patchSize) ** 2 + 1, width];
   return graph.encode(input, [[ONNX_OUTPUT, outputShape]]);
+}
+
+/** Input name of the exported text tower: token ids int32 [batch, tokens]. */
+export const ONNX_TEXT_INPUT = 'ids';
+
+/**
+ * Builds the ONNX model of the text tower: token ids int32 [batch, tokens] to text features
+ * [batch, embedDim] (not normalised), pooled at the end-of-text token (the row's highest id,
+ * the first one if repeated, as torch.argmax returns). `tokens` may be any length up to the
+ * context length. The attention is causal, so the features of a row equal those of its full
+ * zero-padded context when `tokens` covers the row's end-of-text token.
+ */
+export function exportTextOnnx(config: ClipConfig, weights: Map<string, CheckpointTensor>): Uint8Array {
+  const { contextLength, layers } = config.text;
+  const graph = new GraphBuilder(weights);
+
+  // Token and position embeddings, with positions and the causal mask cut to the ids' length.
+  const length = graph.op('Slice', [graph.op('Shape', [ONNX_TEXT_INPUT]), graph.int64([1]), graph.int64([2])]); // [1]
+  const tokens = graph.op('Gather', [graph.weight('token_embedding.weight'), ONNX_TEXT_INPUT], { axis: 0 }); // [B, T, width]
+  const positions = graph.op('Slice', [graph.weight('positional_embedding'), graph.int64([0]), length, graph.int64([0])]);
+  let x = graph.op('Add', [tokens, positions]);
+  const maskEnds = graph.op('Concat', [length, length], { axis: 0 });
+  const mask = graph.op('Slice', [graph.floatConstant('causal_mask', [contextLength, contextLength], causalMaskValues(contextLength)), graph.int64([0, 0]), maskEnds, graph.int64([0, 1])]);
+
+  for (let i = 0; i < layers; i++) x = residualBlock(graph, x, `transformer.resblocks.${i}.`, config, config.text, mask);
+
+  // End-of-text token of each row [B, width], then ln_final and text_projection.
+  const endOfText = graph.op('ArgMax', [ONNX_TEXT_INPUT], { axis: 1, keepdims: 1 }); // [B, 1]
+  const pooled = graph.op('GatherND', [x, endOfText], { batch_dims: 1 });
+  const normalised = layerNorm(graph, pooled, 'ln_final', config.layerNormEps);
+  graph.rename(graph.op('MatMul', [normalised, graph.weight('text_projection')]), ONNX_OUTPUT);
+
+  return graph.encode([ONNX_TEXT_INPUT, ['batch', 'tokens'], INT32], [[ONNX_OUTPUT, ['batch', config.embedDim]]]);
+}
+
+/** Additive causal mask [T, T]: -1e9 above the diagonal, as layers.causalMask builds it for TF.js. */
+function causalMaskValues(length: number): Float32Array {
+  const values = new Float32Array(length * length);
+  for (let i = 0; i < length; i++) for (let j = i + 1; j < length; j++) values[i * length + j] = -1e9;
+  return values;
 }
 
 /** ln_post of the class token, then proj: tokens [B, T, width] to image features [B, embedDim]. */
@@ -107,9 +147,13 @@ function linear(graph: GraphBuilder, x: string, weightName: string, biasName: st
   return graph.op('Add', [graph.op('MatMul', [x, graph.transposedWeight(weightName)]), graph.weight(biasName)]);
 }
 
-/** Pre-LN residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), on x [B, T, width]. */
-function residualBlock(graph: GraphBuilder, x: string, prefix: string, config: ClipConfig, headDim: number): string {
-  const { width, heads } = config.vision;
+/**
+ * Pre-LN residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), on x [B, T, width] of the
+ * tower `dims`. `mask` is an additive attention mask [T, T] (the text tower's causal mask).
+ */
+function residualBlock(graph: GraphBuilder, x: string, prefix: string, config: ClipConfig, dims: { width: number; heads: number }, mask?: string): string {
+  const { width, heads } = dims;
+  const headDim = width / heads;
 
   // Multi-head self-attention: q, k, v from one projection, split by heads.
   const attnIn = layerNorm(graph, x, `${prefix}ln_1`, config.layerNormEps);
@@ -118,7 +162,8 @@ function residualBlock(graph: GraphBuilder, x: string, prefix: string, config: C
   const q = graph.op('Mul', [graph.op('Gather', [split, graph.int64Scalar(0)], { axis: 0 }), graph.float32Scalar(1 / Math.sqrt(headDim))]);
   const kTransposed = graph.op('Transpose', [graph.op('Gather', [split, graph.int64Scalar(1)], { axis: 0 })], { perm: [0, 1, 3, 2] });
   const v = graph.op('Gather', [split, graph.int64Scalar(2)], { axis: 0 });
-  const probs = graph.op('Softmax', [graph.op('MatMul', [q, kTransposed])], { axis: -1 }); // [B, H, T, T]
+  const scores = graph.op('MatMul', [q, kTransposed]); // [B, H, T, T]
+  const probs = graph.op('Softmax', [mask ? graph.op('Add', [scores, mask]) : scores], { axis: -1 });
   const context = graph.op('Transpose', [graph.op('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }); // [B, T, H, d]
   const merged = graph.op('Reshape', [context, graph.int64([0, 0, width])]);
   const afterAttn = graph.op('Add', [x, linear(graph, merged, `${prefix}attn.out_proj.weight`, `${prefix}attn.out_proj.bias`)]);
@@ -136,8 +181,12 @@ function residualBlock(graph: GraphBuilder, x: string, prefix: string, config: C
 
 type AttributeValue = number | number[];
 
-/** A graph input or output: name and shape, with a string for a dynamic dimension. */
-type ValueInfo = [string, Array<number | string>];
+/** TensorProto element types used in value infos. */
+const FLOAT = 1;
+const INT32 = 6;
+
+/** A graph input or output: name, shape (a string for a dynamic dimension) and element type (default FLOAT). */
+type ValueInfo = [string, Array<number | string>, number?];
 
 interface Initializer {
   name: string;
@@ -180,6 +229,11 @@ class GraphBuilder {
     return this.addFloat(`${name}.T`, [cols, rows], out);
   }
 
+  /** Adds a float constant that is not a checkpoint weight. */
+  floatConstant(name: string, dims: number[], data: Float32Array): string {
+    return this.addFloat(name, dims, data);
+  }
+
   float32Scalar(value: number): string {
     return this.addFloat(`const_${this.counter++}`, [], new Float32Array([value]));
   }
@@ -212,8 +266,8 @@ class GraphBuilder {
       t.bytes(9, init.raw);
       graph.message(5, t);
     }
-    graph.message(11, encodeValueInfo(input[0], input[1]));
-    for (const [name, shape] of outputs) graph.message(12, encodeValueInfo(name, shape));
+    graph.message(11, encodeValueInfo(input[0], input[1], input[2] ?? FLOAT));
+    for (const [name, shape, elemType] of outputs) graph.message(12, encodeValueInfo(name, shape, elemType ?? FLOAT));
 
     const model = new ProtoWriter();
     model.varint(1, 8); // ir_version
@@ -263,7 +317,7 @@ function encodeAttribute(name: string, value: AttributeValue): ProtoWriter {
   return a;
 }
 
-function encodeValueInfo(name: string, shape: Array<number | string>): ProtoWriter {
+function encodeValueInfo(name: string, shape: Array<number | string>, elemType: number): ProtoWriter {
   const dims = new ProtoWriter();
   for (const d of shape) {
     const dim = new ProtoWriter();
@@ -272,7 +326,7 @@ function encodeValueInfo(name: string, shape: Array<number | string>): ProtoWrit
     dims.message(1, dim);
   }
   const tensorType = new ProtoWriter();
-  tensorType.varint(1, 1); // elem_type FLOAT
+  tensorType.varint(1, elemType);
   tensorType.message(2, dims);
   const type = new ProtoWriter();
   type.message(1, tensorType);

@@ -5,7 +5,8 @@
 //
 // Callers: the trainer's frozen prefix (train/onnxPrefix.ts), zero-shot evaluation, the
 // forgetting measurement (clip/imageFeatureEncoder.ts) and the similarity strategy's unit
-// activations. CLIPFREEZE_PREFIX_RUNTIME selects the runtime for all of them.
+// activations. The text tower has its own encoder (onnxTextEncoder.ts).
+// CLIPFREEZE_PREFIX_RUNTIME selects the runtime for all of them.
 // TODO: in the trainer's validation and test passes, the trained suffix of the tower still runs
 // on TF.js. Its weights change every epoch, so ONNX there needs a fresh export per evaluation.
 import type { ClipModel } from './model.ts';
@@ -28,16 +29,25 @@ interface Ort {
   InferenceSession: {
     create(model: Uint8Array, options: { intraOpNumThreads: number; interOpNumThreads: number; graphOptimizationLevel: string }): Promise<OrtSession>;
   };
-  Tensor: new (type: 'float32', data: Float32Array, dims: number[]) => OrtTensor;
+  Tensor: {
+    new (type: 'float32', data: Float32Array, dims: number[]): OrtTensor;
+    new (type: 'int32', data: Int32Array, dims: number[]): OrtTensor;
+  };
+}
+
+/** An onnxruntime session with the module that created it (for its Tensor class). */
+export interface OnnxSession {
+  ort: Ort;
+  session: OrtSession;
 }
 
 const ORT_PACKAGE = 'onnxruntime-node';
 
-/** Environment variable that selects the runtime of every gradient-free image pass. */
-export const IMAGE_RUNTIME_VARIABLE = 'CLIPFREEZE_PREFIX_RUNTIME';
+/** Environment variable that selects the runtime of every gradient-free pass, image or text. */
+export const RUNTIME_VARIABLE = 'CLIPFREEZE_PREFIX_RUNTIME';
 
 /** 'auto' uses onnxruntime-node when it loads, 'onnx' requires it, 'tfjs' never uses it. */
-export type ImageRuntimeRequest = 'auto' | 'onnx' | 'tfjs';
+export type RuntimeRequest = 'auto' | 'onnx' | 'tfjs';
 
 /** Thrown when onnxruntime-node cannot be imported. */
 export class OnnxRuntimeMissingError extends Error {}
@@ -55,10 +65,10 @@ export interface OnnxImageEncoder {
 }
 
 /** Reads CLIPFREEZE_PREFIX_RUNTIME (default 'auto'), or throws naming the invalid value. */
-export function requestedImageRuntime(): ImageRuntimeRequest {
-  const requested = process.env[IMAGE_RUNTIME_VARIABLE] ?? 'auto';
+export function requestedRuntime(): RuntimeRequest {
+  const requested = process.env[RUNTIME_VARIABLE] ?? 'auto';
   if (requested !== 'auto' && requested !== 'onnx' && requested !== 'tfjs') {
-    throw new Error(`Invalid ${IMAGE_RUNTIME_VARIABLE} '${requested}': expected auto, onnx or tfjs.`);
+    throw new Error(`Invalid ${RUNTIME_VARIABLE} '${requested}': expected auto, onnx or tfjs.`);
   }
   return requested;
 }
@@ -79,15 +89,9 @@ export async function loadOnnxRuntime(): Promise<Ort> {
  * onnxruntime session on `threads` threads (default: all cores).
  */
 export async function createOnnxImageEncoder(model: ClipModel, options: VisionOnnxOptions & { threads?: number } = {}): Promise<OnnxImageEncoder> {
-  const ort = await loadOnnxRuntime();
   const { imageSize, patchSize, width } = model.config.vision;
   const output = options.output ?? 'features';
-  const bytes = exportVisionOnnx(model.config, model.getWeights(), options);
-  const session = await ort.InferenceSession.create(bytes, {
-    intraOpNumThreads: options.threads ?? 0,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-  });
+  const { ort, session } = await openOnnxSession(() => exportVisionOnnx(model.config, model.getWeights(), options), options.threads);
 
   let outputs: Array<{ name: string; shape: number[] }>;
   if (output === 'units') outputs = unitOutputNames(model.config, options.blocks);
@@ -116,16 +120,33 @@ export async function createOnnxImageEncoder(model: ClipModel, options: VisionOn
   };
 }
 
-/**
- * Creates an ONNX encoder for a gradient-free pass, or returns null when the pass should run
- * on TF.js: CLIPFREEZE_PREFIX_RUNTIME is 'tfjs', or it is 'auto' and onnxruntime-node is
- * missing or the session cannot be created (logged). With 'onnx', those failures throw.
- */
+/** Loads onnxruntime-node, builds the model bytes and opens a session on `threads` threads (default: all cores). */
+export async function openOnnxSession(buildModel: () => Uint8Array, threads = 0): Promise<OnnxSession> {
+  const ort = await loadOnnxRuntime();
+  const session = await ort.InferenceSession.create(buildModel(), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  });
+  return { ort, session };
+}
+
+/** Creates an ONNX image encoder for a gradient-free pass, or returns null as onnxOrNull() does. */
 export async function createOnnxImageEncoderIfEnabled(model: ClipModel, options: VisionOnnxOptions & { threads?: number }, pass: string): Promise<OnnxImageEncoder | null> {
-  const requested = requestedImageRuntime();
+  return onnxOrNull(() => createOnnxImageEncoder(model, options), pass);
+}
+
+/**
+ * Runs `create` (an ONNX encoder for a gradient-free pass), or returns null when the pass
+ * should run on TF.js: CLIPFREEZE_PREFIX_RUNTIME is 'tfjs', or it is 'auto' and
+ * onnxruntime-node is missing or the session cannot be created (logged). With 'onnx', those
+ * failures throw.
+ */
+export async function onnxOrNull<T>(create: () => Promise<T>, pass: string): Promise<T | null> {
+  const requested = requestedRuntime();
   if (requested === 'tfjs') return null;
   try {
-    const encoder = await createOnnxImageEncoder(model, options);
+    const encoder = await create();
     logger.info(`${pass} runs on onnxruntime-node`);
     return encoder;
   } catch (err) {

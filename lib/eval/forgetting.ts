@@ -13,7 +13,8 @@ import type { ClipTokenizer } from '../clip/tokenizer.ts';
 import { openImageFolder, sampleImageFolder, type ImageFolderSet } from '../data/imageFolder.ts';
 import { moduleLog } from '../util/log.ts';
 import { createProgress } from '../util/progress.ts';
-import { ensembleTextEmbedding, normaliseInPlace, renderTemplates, type ClipTextTower } from './zeroShot.ts';
+import { encodeTextsOnnx, hasOwnTextTower } from './textFeatures.ts';
+import { ensembleTextEmbedding, normaliseInPlace, renderTemplates, type ClipTextTower, type TextFeatures } from './zeroShot.ts';
 
 const logger = moduleLog('forgetting');
 
@@ -80,12 +81,30 @@ export interface ForgettingJson {
   meanDrop: number | null;
 }
 
-/** Encodes each class's prompt ensemble with the text tower: unit vectors row-major [C, E]. */
-export function classEmbeddings(textModel: ClipTextTower, tokenizer: ClipTokenizer, classNames: string[], templates = DEFAULT_SOURCE_TEMPLATES): Float32Array[] {
+/**
+ * Encodes each class's prompt ensemble with the text tower: unit vectors row-major [C, E].
+ * Prompts in `precomputed` are not encoded again.
+ */
+export function classEmbeddings(textModel: ClipTextTower, tokenizer: ClipTokenizer, classNames: string[], templates = DEFAULT_SOURCE_TEMPLATES, precomputed?: TextFeatures): Float32Array[] {
+  checkTemplates(templates);
+  return classNames.map((name) => ensembleTextEmbedding(textModel, tokenizer, renderTemplates(templates, name, '{class}'), 64, precomputed));
+}
+
+/** Encodes the class prompts like classEmbeddings, on onnxruntime-node when the text tower is a ClipModel and the package is installed. */
+async function encodeClassEmbeddings(textModel: ClipTextTower, tokenizer: ClipTokenizer, classNames: string[], templates: string[], name: string): Promise<Float32Array[]> {
+  checkTemplates(templates);
+  let precomputed: TextFeatures | null = null;
+  if (hasOwnTextTower(textModel)) {
+    const texts = classNames.flatMap((className) => renderTemplates(templates, className, '{class}'));
+    precomputed = await encodeTextsOnnx(textModel, tokenizer, texts, `Forgetting prompt encoding (${name})`);
+  }
+  return classEmbeddings(textModel, tokenizer, classNames, templates, precomputed ?? undefined);
+}
+
+function checkTemplates(templates: string[]): void {
   for (const template of templates) {
     if (!template.includes('{class}')) throw new Error(`Invalid source-domain template "${template}": it has no {class} placeholder.`);
   }
-  return classNames.map((name) => ensembleTextEmbedding(textModel, tokenizer, renderTemplates(templates, name, '{class}')));
 }
 
 /** Measures zero-shot top-1 accuracy of `imageModel`'s image tower on a folder-per-class set. */
@@ -95,9 +114,9 @@ export async function sourceZeroShotAccuracy(options: SourceAccuracyOptions): Pr
   const templates = options.templates ?? DEFAULT_SOURCE_TEMPLATES;
   const batchSize = options.batchSize ?? 32;
   const samples = sampleImageFolder(set, options.limitPerClass, seed);
-  const classes = classEmbeddings(options.textModel, options.tokenizer, set.classNames, templates);
   const size = options.preprocess.size;
   const name = options.name ?? set.name;
+  const classes = await encodeClassEmbeddings(options.textModel, options.tokenizer, set.classNames, templates, name);
 
   const encoder = options.imageEncoder ?? (await createEncoder(options.imageModel, size, options.truncate, `Forgetting (${name})`));
   try {

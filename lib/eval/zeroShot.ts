@@ -39,6 +39,12 @@ export interface PromptSet {
   findings: Record<string, string>;
 }
 
+/**
+ * L2-normalised text features [E] by prompt text, computed ahead (e.g. on onnxruntime-node by
+ * textFeatures.ts). Functions that take it encode only the texts it lacks, on TF.js.
+ */
+export type TextFeatures = Map<string, Float32Array>;
+
 /** Per-finding unit text embeddings, row-major [F, E]. */
 export interface ZeroShotClassifier {
   findings: string[];
@@ -118,16 +124,17 @@ export function renderTemplates(templates: string[], value: string, placeholder 
  * Encodes texts in batches and returns the ensemble embedding: the mean of the L2-normalised
  * text features, renormalised to unit length (Float32Array of length E).
  */
-export function ensembleTextEmbedding(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
-  const features = encodeTextsNormalised(model, tokenizer, texts, batchSize);
+export function ensembleTextEmbedding(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64, precomputed?: TextFeatures): Float32Array {
+  const features = encodeTextsNormalised(model, tokenizer, texts, batchSize, precomputed);
   const embedDim = features.length / texts.length;
   const mean = new Float32Array(embedDim);
   for (let i = 0; i < texts.length; i++) for (let e = 0; e < embedDim; e++) mean[e] += features[i * embedDim + e] / texts.length;
   return normaliseInPlace(mean);
 }
 
-/** Encodes texts in batches to L2-normalised features, row-major [N, E]. */
-export function encodeTextsNormalised(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64): Float32Array {
+/** Encodes texts in batches to L2-normalised features, row-major [N, E], or takes them from `precomputed` when it has every text. */
+export function encodeTextsNormalised(model: ClipTextTower, tokenizer: ClipTokenizer, texts: string[], batchSize = 64, precomputed?: TextFeatures): Float32Array {
+  if (precomputed && texts.every((text) => precomputed.has(text))) return concatFloat32(texts.map((text) => precomputed.get(text)!));
   const contextLength = model.config.text.contextLength;
   const parts: Float32Array[] = [];
   for (let start = 0; start < texts.length; start += batchSize) {
@@ -143,15 +150,27 @@ export function encodeTextsNormalised(model: ClipTextTower, tokenizer: ClipToken
   return concatFloat32(parts);
 }
 
-/** Encodes every finding's positive and negative prompts into a zero-shot classifier. */
-export function buildZeroShotClassifier(model: ClipTextTower, tokenizer: ClipTokenizer, prompts: PromptSet, findings: string[]): ZeroShotClassifier {
+/** Returns every prompt text of a classifier: each finding's positive, then negative, templates filled in. */
+export function zeroShotPromptTexts(prompts: PromptSet, findings: string[]): string[] {
+  return findings.flatMap((finding) => {
+    const name = prompts.findings[finding];
+    if (name === undefined) return [];
+    return [...renderTemplates(prompts.positiveTemplates, name), ...renderTemplates(prompts.negativeTemplates, name)];
+  });
+}
+
+/**
+ * Encodes every finding's positive and negative prompts into a zero-shot classifier. Texts in
+ * `precomputed` (zeroShotPromptTexts lists them) are not encoded again.
+ */
+export function buildZeroShotClassifier(model: ClipTextTower, tokenizer: ClipTokenizer, prompts: PromptSet, findings: string[], precomputed?: TextFeatures): ZeroShotClassifier {
   const positiveRows: Float32Array[] = [];
   const negativeRows: Float32Array[] = [];
   for (const finding of findings) {
     const name = prompts.findings[finding];
     if (name === undefined) throw new Error(`No display name for finding ${finding} in the prompts of ${prompts.dataset}.`);
-    positiveRows.push(ensembleTextEmbedding(model, tokenizer, renderTemplates(prompts.positiveTemplates, name)));
-    negativeRows.push(ensembleTextEmbedding(model, tokenizer, renderTemplates(prompts.negativeTemplates, name)));
+    positiveRows.push(ensembleTextEmbedding(model, tokenizer, renderTemplates(prompts.positiveTemplates, name), 64, precomputed));
+    negativeRows.push(ensembleTextEmbedding(model, tokenizer, renderTemplates(prompts.negativeTemplates, name), 64, precomputed));
   }
   const scale = model.logitScale();
   const logitScale = scale.dataSync()[0];

@@ -6,7 +6,7 @@
 //
 // The run id is a hash of everything that changes the result (checkpoint hash, data folder,
 // split, limit, seed, prompt file content, bootstrap), so repeating a finished run returns
-// the recorded one instead of computing it again. The runtime of the image features
+// the recorded one instead of computing it again. The runtime of the text and image features
 // (onnxruntime-node or TF.js, within 1e-4) is not part of the id.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,7 +26,8 @@ import { checkBootstrapSamples } from './bootstrap.ts';
 import { DEFAULT_BOOTSTRAP_SAMPLES, evaluatePredictions, type MetricsJson } from './metrics.ts';
 import { writePredictions, type PredictionRow } from './predictions.ts';
 import { sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from './forgetting.ts';
-import { buildZeroShotClassifier, loadPrompts, zeroShotScores } from './zeroShot.ts';
+import { encodeTextsOnnx } from './textFeatures.ts';
+import { buildZeroShotClassifier, loadPrompts, zeroShotPromptTexts, zeroShotScores } from './zeroShot.ts';
 
 const logger = moduleLog('zero-shot-run');
 
@@ -130,8 +131,10 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     record.appendLog(`zero-shot run ${runId}: ${samples.length} ${options.split} images of ${options.data}, checkpoint ${checkpoint.dir} (${checkpoint.format}), backend ${backend.name}`);
     logger.info(`Zero-shot run ${runId}: ${samples.length} ${options.split} images, batch ${batchSize}, backend ${backend.name}`);
 
-    // 3. Text side: one positive and one negative embedding per finding.
-    const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings);
+    // 3. Text side: one positive and one negative embedding per finding, the prompts encoded on
+    // onnxruntime-node when it is installed.
+    const promptFeatures = await encodeTextsOnnx(model, tokenizer, zeroShotPromptTexts(prompts, dataset.findings), 'Zero-shot prompt encoding');
+    const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings, promptFeatures ?? undefined);
     record.appendLog(`prompts ${promptsFile}: ${prompts.positiveTemplates.length} positive and ${prompts.negativeTemplates.length} negative templates, logit scale ${classifier.logitScale}`);
 
     // 4. Image side, batch by batch, on onnxruntime-node when it is installed.

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { createImageFeatureEncoder } from '../../lib/clip/imageFeatureEncoder.ts';
 import { ClipModel } from '../../lib/clip/model.ts';
-import { IMAGE_RUNTIME_VARIABLE, requestedImageRuntime } from '../../lib/clip/onnxImageEncoder.ts';
+import { RUNTIME_VARIABLE, requestedRuntime } from '../../lib/clip/onnxImageEncoder.ts';
 import { initBackend } from '../../lib/util/backend.ts';
 import { benchConfig } from '../../bench/shapes.ts';
 
@@ -33,14 +33,14 @@ function maxDifference(a: Float32Array, b: Float32Array): number {
 
 /** Runs `body` with CLIPFREEZE_PREFIX_RUNTIME set to `value` (undefined: unset), then restores it. */
 async function withRuntime<T>(value: string | undefined, body: () => Promise<T>): Promise<T> {
-  const saved = process.env[IMAGE_RUNTIME_VARIABLE];
-  if (value === undefined) delete process.env[IMAGE_RUNTIME_VARIABLE];
-  else process.env[IMAGE_RUNTIME_VARIABLE] = value;
+  const saved = process.env[RUNTIME_VARIABLE];
+  if (value === undefined) delete process.env[RUNTIME_VARIABLE];
+  else process.env[RUNTIME_VARIABLE] = value;
   try {
     return await body();
   } finally {
-    if (saved === undefined) delete process.env[IMAGE_RUNTIME_VARIABLE];
-    else process.env[IMAGE_RUNTIME_VARIABLE] = saved;
+    if (saved === undefined) delete process.env[RUNTIME_VARIABLE];
+    else process.env[RUNTIME_VARIABLE] = saved;
   }
 }
 
@@ -97,6 +97,6 @@ test.serial('feature encoder rejects bad truncate', async (t) => {
 
 test.serial('runtime variable rejects unknown value', async (t) => {
   await withRuntime('gpu', async () => {
-    t.throws(() => requestedImageRuntime(), { message: /Invalid CLIPFREEZE_PREFIX_RUNTIME 'gpu': expected auto, onnx or tfjs/ });
+    t.throws(() => requestedRuntime(), { message: /Invalid CLIPFREEZE_PREFIX_RUNTIME 'gpu': expected auto, onnx or tfjs/ });
   });
 });

@@ -1,14 +1,14 @@
-// Zero-shot evaluation and the forgetting measurement on onnxruntime-node against the same
-// passes on TF.js (CLIPFREEZE_PREFIX_RUNTIME=tfjs), on the clip-mini fixture with real images.
+// Zero-shot evaluation and the forgetting measurement (prompts and images) on onnxruntime-node
+// against the same passes on TF.js (CLIPFREEZE_PREFIX_RUNTIME=tfjs), on the clip-mini fixture
+// with real images.
 // Scores must agree within 1e-4. Skipped when onnxruntime-node is not installed.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import test from 'ava';
-import type * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../../lib/clip/model.ts';
-import { IMAGE_RUNTIME_VARIABLE } from '../../lib/clip/onnxImageEncoder.ts';
+import { RUNTIME_VARIABLE } from '../../lib/clip/onnxImageEncoder.ts';
 import { preprocessConfigFrom } from '../../lib/clip/preprocess.ts';
 import { ClipTokenizer } from '../../lib/clip/tokenizer.ts';
 import { sourceZeroShotAccuracy } from '../../lib/eval/forgetting.ts';
@@ -45,28 +45,32 @@ test.after.always(() => {
 
 /** Runs `body` with CLIPFREEZE_PREFIX_RUNTIME set to `value`, then restores the variable. */
 async function withRuntime<T>(value: string, body: () => Promise<T>): Promise<T> {
-  const saved = process.env[IMAGE_RUNTIME_VARIABLE];
-  process.env[IMAGE_RUNTIME_VARIABLE] = value;
+  const saved = process.env[RUNTIME_VARIABLE];
+  process.env[RUNTIME_VARIABLE] = value;
   try {
     return await body();
   } finally {
-    if (saved === undefined) delete process.env[IMAGE_RUNTIME_VARIABLE];
-    else process.env[IMAGE_RUNTIME_VARIABLE] = saved;
+    if (saved === undefined) delete process.env[RUNTIME_VARIABLE];
+    else process.env[RUNTIME_VARIABLE] = saved;
   }
 }
 
-/** Counts calls of ClipModel's TF.js image tower while `body` runs. */
-async function countTfjsCalls<T>(body: () => Promise<T>): Promise<{ result: T; calls: number }> {
-  const original = ClipModel.prototype.encodeImage;
-  let calls = 0;
-  ClipModel.prototype.encodeImage = function (this: ClipModel, pixels: tf.Tensor4D, options?: Parameters<ClipModel['encodeImage']>[1]) {
-    calls++;
-    return original.call(this, pixels, options);
+/** Counts calls of ClipModel's TF.js image and text towers while `body` runs. */
+async function countTfjsCalls<T>(body: () => Promise<T>): Promise<{ result: T; imageCalls: number; textCalls: number }> {
+  const { encodeImage, encodeText } = ClipModel.prototype;
+  const counts = { imageCalls: 0, textCalls: 0 };
+  ClipModel.prototype.encodeImage = function (this: ClipModel, ...args: Parameters<ClipModel['encodeImage']>) {
+    counts.imageCalls++;
+    return encodeImage.apply(this, args);
+  };
+  ClipModel.prototype.encodeText = function (this: ClipModel, ...args: Parameters<ClipModel['encodeText']>) {
+    counts.textCalls++;
+    return encodeText.apply(this, args);
   };
   try {
-    return { result: await body(), calls };
+    return { result: await body(), ...counts };
   } finally {
-    ClipModel.prototype.encodeImage = original;
+    Object.assign(ClipModel.prototype, { encodeImage, encodeText });
   }
 }
 
@@ -74,10 +78,16 @@ ortTest('zero-shot onnx matches tfjs', async (t) => {
   await initBackend();
   const run = (runtime: string) =>
     withRuntime(runtime, () =>
-      runZeroShot({ checkpoint, data: sharedPath('data', 'chestxray14-sample'), split: 'test', limit: 12, batchSize: 5, bootstrap: 0, runsDir: path.join(tmp, `runs-${runtime}`) }),
+      countTfjsCalls(() =>
+        runZeroShot({ checkpoint, data: sharedPath('data', 'chestxray14-sample'), split: 'test', limit: 12, batchSize: 5, bootstrap: 0, runsDir: path.join(tmp, `runs-${runtime}`) }),
+      ),
     );
-  const onnx = await run('onnx');
-  const tfjs = await run('tfjs');
+  const { result: onnx, imageCalls, textCalls } = await run('onnx');
+  const { result: tfjs } = await run('tfjs');
+
+  // Neither tower runs on TF.js when onnxruntime-node is requested.
+  t.is(imageCalls, 0);
+  t.is(textCalls, 0);
 
   // The runtime is not part of the run id, and the log names the one used.
   t.is(onnx.runId, tfjs.runId);
@@ -118,9 +128,11 @@ for (const truncate of [0, 1]) {
     const onnx = await measure('onnx');
     const tfjs = await measure('tfjs');
 
-    // The ONNX pass never calls the TF.js tower, and both pick the same classes.
-    t.is(onnx.calls, 0);
-    t.is(tfjs.calls, 3);
+    // The ONNX pass never calls the TF.js towers, and both pick the same classes.
+    t.is(onnx.imageCalls, 0);
+    t.is(onnx.textCalls, 0);
+    t.is(tfjs.imageCalls, 3);
+    t.true(tfjs.textCalls > 0);
     t.is(onnx.result.n, 20);
     t.is(onnx.result.correct, tfjs.result.correct);
     model.dispose();

@@ -4,7 +4,7 @@ import test from 'ava';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { ClipModel } from '../../lib/clip/model.ts';
-import { IMAGE_RUNTIME_VARIABLE } from '../../lib/clip/onnxImageEncoder.ts';
+import { RUNTIME_VARIABLE } from '../../lib/clip/onnxImageEncoder.ts';
 import { collectUnitFeatures } from '../../lib/strategies/similarity.ts';
 import { initBackend } from '../../lib/util/backend.ts';
 import { benchConfig } from '../../bench/shapes.ts';
@@ -24,13 +24,13 @@ if (!hasOnnxRuntime()) console.log('onnxruntime-node is not installed: skipping 
 const TOLERANCE = 1e-4;
 
 async function collectWith(runtime: string, model: ClipModel, pixels: Float32Array, n: number) {
-  const saved = process.env[IMAGE_RUNTIME_VARIABLE];
-  process.env[IMAGE_RUNTIME_VARIABLE] = runtime;
+  const saved = process.env[RUNTIME_VARIABLE];
+  process.env[RUNTIME_VARIABLE] = runtime;
   try {
     return await collectUnitFeatures(model, pixels, n, 2, runtime);
   } finally {
-    if (saved === undefined) delete process.env[IMAGE_RUNTIME_VARIABLE];
-    else process.env[IMAGE_RUNTIME_VARIABLE] = saved;
+    if (saved === undefined) delete process.env[RUNTIME_VARIABLE];
+    else process.env[RUNTIME_VARIABLE] = saved;
   }
 }
 
