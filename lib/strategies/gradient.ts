@@ -127,7 +127,7 @@ export async function gradientSelect(model: ClipModel, dataset: TargetDataset, s
   const candidates = units.filter((u) => u.tower === 'vision');
   const measured = units.filter((u) => u.tower === 'vision' || u.name === HEAD_UNIT);
   const batches = await loadTargetBatches(dataset, preprocessFor(model), { split: 'train', count: batchCount, batchSize, seed: settings.seed });
-  const head = zeroShotHead(model, dataset, settings.tokenizerDir);
+  const head = await zeroShotHead(model, dataset, settings.tokenizerDir);
   const variables = new Map<string, tf.Variable>([...model.params, ...head.variables()]);
 
   // AutoFreeze observes gradient norms while training, so it steps an optimiser between

@@ -199,7 +199,7 @@ async function adaptCopy(
   const steps = settings.adaptSteps ?? 8;
   const lr = settings.learningRate ?? 1e-5;
   const copy = new ClipModel(model.config, model.getWeights());
-  const head = zeroShotHead(copy, dataset, settings.tokenizerDir);
+  const head = await zeroShotHead(copy, dataset, settings.tokenizerDir);
   // A different seed from the measurement images, so that adaptation and measurement batches differ in order.
   const batches = await loadTargetBatches(dataset, preprocessFor(model), { split: 'train', count: steps, batchSize: 8, seed: settings.seed + 1 });
 

@@ -7,7 +7,8 @@ import { preprocessConfigFrom, type PreprocessConfig } from '../clip/preprocess.
 import { ClipTokenizer } from '../clip/tokenizer.ts';
 import { loadBatch } from '../data/batches.ts';
 import type { Sample, Split, TargetDataset } from '../data/dataset.ts';
-import { buildZeroShotClassifier, linearHeadInit, loadPrompts } from '../eval/zeroShot.ts';
+import { encodeTextsOnnx } from '../eval/textFeatures.ts';
+import { buildZeroShotClassifier, linearHeadInit, loadPrompts, zeroShotPromptTexts } from '../eval/zeroShot.ts';
 import { TaskHead } from '../train/head.ts';
 import { bceWithLogits } from '../train/loss.ts';
 import { createRng, shuffleInPlace } from '../util/rng.ts';
@@ -48,11 +49,15 @@ export async function loadTargetBatches(
   return batches;
 }
 
-/** Creates the task head from the dataset's zero-shot prompts, encoded by the model's text tower. */
-export function zeroShotHead(model: ClipModel, dataset: TargetDataset, tokenizerDir?: string): TaskHead {
+/**
+ * Creates the task head from the dataset's zero-shot prompts, encoded by the model's text
+ * tower (on onnxruntime-node when it is installed).
+ */
+export async function zeroShotHead(model: ClipModel, dataset: TargetDataset, tokenizerDir?: string): Promise<TaskHead> {
   const tokenizer = ClipTokenizer.fromDir(tokenizerDir);
   const prompts = loadPrompts(dataset.promptsFile, dataset.findings);
-  const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings);
+  const promptFeatures = await encodeTextsOnnx(model, tokenizer, zeroShotPromptTexts(prompts, dataset.findings), 'Task head prompt encoding');
+  const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings, promptFeatures ?? undefined);
   return TaskHead.fromZeroShot(linearHeadInit(classifier));
 }
 
