@@ -24,7 +24,8 @@ import { openDataset } from '../data/registry.ts';
 import { DEFAULT_SOURCE_TEMPLATES, sourceZeroShotAccuracy, summariseForgetting, type SourceAccuracy } from '../eval/forgetting.ts';
 import { evaluatePredictions, type MetricsJson } from '../eval/metrics.ts';
 import { writePredictions, type Predictions } from '../eval/predictions.ts';
-import { buildZeroShotClassifier, linearHeadInit, loadPrompts } from '../eval/zeroShot.ts';
+import { encodeTextsOnnx } from '../eval/textFeatures.ts';
+import { buildZeroShotClassifier, linearHeadInit, loadPrompts, zeroShotPromptTexts } from '../eval/zeroShot.ts';
 import { countPlanParams, formatParamTable } from '../freeze/paramCount.ts';
 import { formatPlan, parsePlan, type FreezePlan } from '../freeze/plan.ts';
 import { decaysWeight, HEAD_UNIT, layerUnits } from '../freeze/units.ts';
@@ -203,7 +204,7 @@ async function trainAndRecord(ctx: RunContext): Promise<TrainRunResult> {
   logger.info(`Data: ${samples.train.length} train, ${samples.val.length} val, ${samples.test.length} test images`);
 
   const tokenizer = ClipTokenizer.fromDir(config.checkpoint);
-  const head = buildHead(config, model, tokenizer, dataset);
+  const head = await buildHead(config, model, tokenizer, dataset);
   const counts = countPlanParams(plan, model.config, findings.length, (name) => model.params.get(name)?.size);
   logger.info(`Parameters per unit:\n${formatParamTable(counts)}`);
 
@@ -481,10 +482,12 @@ export function epochOrder(samples: Sample[], seed: number, epoch: number): stri
   return shuffleInPlace(samples.map((s) => s.id), rng);
 }
 
-function buildHead(config: TrainConfig, model: ClipModel, tokenizer: ClipTokenizer, dataset: TargetDataset): TaskHead {
+async function buildHead(config: TrainConfig, model: ClipModel, tokenizer: ClipTokenizer, dataset: TargetDataset): Promise<TaskHead> {
   if (config.headInit === 'random') return TaskHead.random(model.config.embedDim, dataset.findings.length, config.seed);
   const prompts = loadPrompts(dataset.promptsFile, dataset.findings);
-  const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings);
+  // The prompts' text features come from onnxruntime when it is installed (null otherwise).
+  const textFeatures = await encodeTextsOnnx(model, tokenizer, zeroShotPromptTexts(prompts, dataset.findings), 'Task head prompt encoding');
+  const classifier = buildZeroShotClassifier(model, tokenizer, prompts, dataset.findings, textFeatures ?? undefined);
   return TaskHead.fromZeroShot(linearHeadInit(classifier));
 }
 
