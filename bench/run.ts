@@ -120,6 +120,12 @@ if (onnxRuntime) {
 // row shows the same step on the main thread alone.
 const frozen8 = tasks.find((task) => task.name.startsWith('train frozen8'))!;
 tasks.push({ name: `${frozen8.name}, 1 thread`, args: [...frozen8.args, '--threads', '1'] });
+// Larger micro-batches give the matrix products more rows; both implementations use them here.
+const largeMicroBatch = 16;
+tasks.push({
+  name: `train frozen8, batch ${batchSize} = ${batchSize / largeMicroBatch} x ${largeMicroBatch}`,
+  args: ['--task', 'train', '--plan', 'frozen8', '--batch-size', String(batchSize), '--micro-batch-size', String(largeMicroBatch)],
+});
 
 /** Drops the options that only clipfreeze takes (--runtime, --threads) from a task's arguments. */
 function peerArgs(args: string[]): string[] {

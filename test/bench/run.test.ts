@@ -26,7 +26,7 @@ test('bench smoke run reports every task', (t) => {
   const expectedRows = ['forward, batch 8', 'forward, batch 32', 'train full, batch 32 = 8 x 4', 'train frozen8, batch 32 = 8 x 4', 'train head, batch 32 = 8 x 4'];
   // onnxruntime-node is optional; where it is installed, two forward rows use it.
   if (report.onnxRuntime) expectedRows.push('forward, batch 8, onnxruntime', 'forward, batch 32, onnxruntime', 'train frozen8, batch 32 = 8 x 4, TF.js prefix');
-  expectedRows.push('train frozen8, batch 32 = 8 x 4, 1 thread');
+  expectedRows.push('train frozen8, batch 32 = 8 x 4, 1 thread', 'train frozen8, batch 32 = 2 x 16');
   t.deepEqual(
     report.rows.map((row) => row.name),
     expectedRows,
