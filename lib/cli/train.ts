@@ -41,10 +41,16 @@ const HELP: Record<keyof TrainConfig, string> = {
   evaluateTest: 'score the test split after training (true or false); false writes no metrics.json',
   source: "source-domain set for forgetting, 'name=folder[:imagesPerClass]' (repeatable)",
   activationCache: 'cache the frozen prefix output on disk (true or false)',
-  trainThreads: "threads that compute each step's gradients: a number, or auto for every core on wasm",
+  trainThreads: "threads that compute each step's gradients: a number, or auto for one per core (at most 4) on the wasm and cpu backends when the run is long enough to repay starting them",
   cacheDir: 'activation cache folder (default: <runs>/.cache/activations)',
   runs: 'folder of run records',
 };
+
+/**
+ * Keys that --resume accepts as flags: they set how a run computes and caches, not its results,
+ * so identityOf in lib/train/config.ts leaves them out of the run id and the run keeps its id.
+ */
+export const RESUME_SETTINGS: ReadonlyArray<keyof TrainConfig> = ['trainThreads', 'activationCache', 'cacheDir'];
 
 interface TrainCliOptions extends Partial<Record<keyof TrainConfig, unknown>> {
   config?: string;
@@ -56,7 +62,7 @@ export function register(program: Command): void {
     .command('train')
     .description('Fine-tune CLIP under a freeze plan (units to train, blocks to cut off) and record metrics, history, cost and forgetting.')
     .option('--config <file>', 'train config JSON; flags override its keys')
-    .option('--resume <run>', 'continue the run in this folder from its last finished epoch, with its recorded config');
+    .option('--resume <run>', 'continue the run in this folder from its last finished epoch, with its recorded config (only --train-threads, --activation-cache and --cache-dir may change)');
 
   for (const key of TRAIN_KEYS) {
     const schema = TRAIN_SCHEMA.properties[key] as { type?: string | readonly string[]; enum?: readonly string[] };
@@ -98,7 +104,12 @@ export function register(program: Command): void {
     }
     for (const key of TRAIN_KEYS) {
       if (opts[key] === undefined) continue;
-      if (opts.resume) throw new ConfigError(`${flagOf(key)} cannot be combined with --resume: a resumed run keeps its recorded config.`);
+      if (opts.resume && !RESUME_SETTINGS.includes(key)) {
+        throw new ConfigError(
+          `${flagOf(key)} cannot be combined with --resume: a resumed run keeps its recorded config. ` +
+            `Only ${RESUME_SETTINGS.map(flagOf).join(', ')} may change on resume.`,
+        );
+      }
       raw[key] = opts[key];
     }
 
