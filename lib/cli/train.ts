@@ -5,9 +5,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, flagOf, loadTrainConfigFile, parseTrainConfig, TRAIN_DEFAULTS, TRAIN_KEYS, TRAIN_SCHEMA, type TrainConfig } from '../train/config.ts';
-import { trainRun } from '../train/trainer.ts';
+import { TrainingAbortedError, trainRun, type TrainRunResult } from '../train/trainer.ts';
 import { readJson } from '../util/atomic.ts';
 import { initBackend } from '../util/backend.ts';
+import { moduleLog } from '../util/log.ts';
+
+const logger = moduleLog('train');
 
 const HELP: Record<keyof TrainConfig, string> = {
   method: 'label of the method in the report, e.g. full or truncate-2 (default: the plan)',
@@ -114,12 +117,47 @@ export function register(program: Command): void {
     }
 
     const config = parseTrainConfig(raw, opts.config ? `train config ${opts.config} with flags` : 'train flags');
-    const result = await trainRun(config, { runsDir, expectedRunId });
+    const result = await trainStoppable(config, { runsDir, expectedRunId });
+    if (!result) return;
     const { metrics, cost } = result;
     process.stdout.write(
       `${JSON.stringify({ runId: result.runId, runDir: result.runDir, testMeanAuroc: metrics?.meanAuroc ?? null, testMeanAurocCi: metrics?.meanAurocCi ?? null, valMeanAuroc: result.valMeanAuroc, cost })}\n`,
     );
   });
+}
+
+/** Exit codes of a process stopped by a signal: 128 + the signal number. */
+const SIGNAL_EXIT_CODES: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * Runs trainRun so that Ctrl-C (SIGINT) or SIGTERM stops it before its next optimiser step,
+ * with a message on how to resume. A second signal exits at once. Finished epochs are saved
+ * either way. Returns null when a signal stopped the run.
+ */
+async function trainStoppable(config: TrainConfig, options: { runsDir?: string; expectedRunId?: string }): Promise<TrainRunResult | null> {
+  const controller = new AbortController();
+  let received: 'SIGINT' | 'SIGTERM' = 'SIGINT';
+  const stop = (signal: 'SIGINT' | 'SIGTERM') => {
+    if (controller.signal.aborted) process.exit(SIGNAL_EXIT_CODES[signal]);
+    received = signal;
+    // NOTE: the trainer checks the signal only between optimiser steps, so a signal after the
+    // last step lets the run finish its test evaluation and complete.
+    logger.warn(`${signal} received: the run stops before its next optimiser step and keeps its finished epochs. Send ${signal} again (Ctrl-C) to exit at once.`);
+    controller.abort();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    return await trainRun(config, { ...options, signal: controller.signal });
+  } catch (error) {
+    if (!(error instanceof TrainingAbortedError)) throw error;
+    logger.error(error.message);
+    process.exitCode = SIGNAL_EXIT_CODES[received];
+    return null;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }
 
 /** Returns the train config keys of a recorded config.json (which adds kind, plan, runId, ...). */
