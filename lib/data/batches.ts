@@ -58,6 +58,8 @@ export async function loadBatch(dataset: TargetDataset, samples: Sample[], cfg: 
     pixels.set(image, kept.length * imageFloats);
     kept.push(samples[i]);
   });
-  if (skipped > 0) logger.warn(`Skipped ${skipped} of ${samples.length} image(s) that could not be loaded; totals: ${JSON.stringify(dataset.skipped())}.`);
+  if (skipped > 0) {
+    logger.warn(`Skipped ${skipped} of ${samples.length} image(s) of this batch that could not be loaded (${dataset.skipped().corrupt} corrupt in this dataset so far, each named when first seen).`);
+  }
   return { pixels, kept };
 }

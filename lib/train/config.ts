@@ -227,6 +227,8 @@ export function parseTrainConfig(raw: unknown, origin = 'train config'): TrainCo
       }
       if (e.keyword === 'required') return `missing key '${params.missingProperty}' (flag ${flagOf(String(params.missingProperty))})`;
       if (e.keyword === 'enum') return `invalid value for '${key}': ${JSON.stringify(e.data)}. Allowed values: ${(params.allowedValues as unknown[]).join(', ')}`;
+      // One message for a key that accepts several forms, instead of one per form.
+      if (key === 'trainThreads') return `invalid value for 'trainThreads': ${JSON.stringify(e.data)}. Use a positive integer or "auto".`;
       return `invalid value for '${key}': ${JSON.stringify(e.data)} ${e.message}`;
     });
     throw new ConfigError(`Invalid ${origin}:\n  ${[...new Set(problems)].join('\n  ')}`);

@@ -35,7 +35,7 @@ export interface CostJson {
   backend: string;
   /** Size of the wasm backend's heap at the end (it only grows, so this is its peak); null on other backends. */
   wasmHeapBytes: number | null;
-  /** Threads that computed gradients (1 = the main thread alone; absent in older records). */
+  /** Threads that computed gradients in the session that finished the run (1 = the main thread alone; absent in older records). */
   trainThreads?: number;
   /** Prefix outputs read from / computed for the activation cache (absent when it is off). */
   activationCacheHits?: number;

@@ -547,8 +547,8 @@ function divergedError(record: RunRecord, meta: TrainStateMeta, what: string, ep
   record.appendLog(`stopped: ${what} at step ${meta.step + 1}`);
   return new TrainingDivergedError(
     `Training diverged: ${what} at step ${meta.step + 1} (epoch ${epoch + 1}) of run ${record.runId}. ` +
-      `Last good checkpoint: ${last}. Lower --lr, raise --warmup-steps or lower --clip-grad-norm, then run again ` +
-      `(the run resumes from the last good checkpoint).`,
+      `Last good checkpoint: ${last}. Lower --lr, raise --warmup-steps or lower --clip-grad-norm, then run again: ` +
+      `changed settings start a new run from the pretrained weights, and this run's record keeps its saved epochs.`,
   );
 }
 

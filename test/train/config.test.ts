@@ -132,3 +132,16 @@ test('config rejects huge bootstrap', (t) => {
   const error = t.throws(() => parseTrainConfig({ ...minimal, bootstrap: 1e9 }), { instanceOf: ConfigError });
   t.regex(error!.message, /invalid value for 'bootstrap': 1000000000 must be <= 100000/);
 });
+
+test('config error names thread forms', (t) => {
+  for (const trainThreads of [0, '2', 1.5]) {
+    const error = t.throws(() => parseTrainConfig({ checkpoint: 'c', data: 'd', trainThreads }), { instanceOf: ConfigError });
+    t.regex(error!.message, /invalid value for 'trainThreads': .*Use a positive integer or "auto"/);
+    t.notRegex(error!.message, /constant/);
+  }
+});
+
+test('config accepts thread forms', (t) => {
+  t.is(parseTrainConfig({ checkpoint: 'c', data: 'd', trainThreads: 'auto' }).trainThreads, 'auto');
+  t.is(parseTrainConfig({ checkpoint: 'c', data: 'd', trainThreads: 2 }).trainThreads, 2);
+});
