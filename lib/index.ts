@@ -56,6 +56,7 @@ export * from './report/plans.ts';
 export * from './report/pretrained.ts';
 export * from './report/render.ts';
 export * from './report/summary.ts';
+export * from './runs/lock.ts';
 export * from './runs/record.ts';
 export * from './strategies/accumulate.ts';
 export * from './strategies/cka.ts';

@@ -29,6 +29,7 @@ import { buildZeroShotClassifier, linearHeadInit, loadPrompts, zeroShotPromptTex
 import { countPlanParams, formatParamTable } from '../freeze/paramCount.ts';
 import { formatPlan, parsePlan, type FreezePlan } from '../freeze/plan.ts';
 import { decaysWeight, HEAD_UNIT, layerUnits } from '../freeze/units.ts';
+import { acquireRunLock } from '../runs/lock.ts';
 import { describeEnvironment, RunRecord, runIdFor } from '../runs/record.ts';
 import { currentBackend } from '../util/backend.ts';
 import { readJson } from '../util/atomic.ts';
@@ -148,12 +149,22 @@ export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>,
     return completedResult(record);
   }
 
+  // One process at a time trains a run: a second one would write the same files.
+  let releaseLock: () => void;
+  try {
+    releaseLock = acquireRunLock(record.dir, runId);
+  } catch (error) {
+    if (!options.model) model.dispose();
+    throw error;
+  }
+
   // The caller's model must come back unchanged, so keep its trained parameters.
   const originalWeights = options.model ? snapshotTrainedWeights(model, plan) : null;
   const restoreTrainableFlags = markFrozenVariables(model, plan);
   try {
     return await trainAndRecord({ config, plan, method, identity, record, model, checkpoint, options });
   } finally {
+    releaseLock();
     restoreTrainableFlags();
     if (originalWeights) {
       model.setWeights(originalWeights);
