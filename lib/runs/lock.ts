@@ -1,4 +1,4 @@
-// A lock file in a run folder, so that two processes never train the same run at once.
+// A lock file in a run folder, so that two processes do not train the same run at once.
 //
 // The file `.lock` contains the host name and process id of its owner. A lock whose owner runs on
 // this host but no longer exists (a killed process) is stale and taken over. A lock from another
