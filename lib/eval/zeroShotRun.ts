@@ -17,6 +17,7 @@ import { ClipTokenizer } from '../clip/tokenizer.ts';
 import { loadBatch } from '../data/batches.ts';
 import type { Split } from '../data/dataset.ts';
 import { openDataset, type DatasetName } from '../data/registry.ts';
+import { acquireRunLock } from '../runs/lock.ts';
 import { describeEnvironment, RunRecord, runIdFor } from '../runs/record.ts';
 import { initBackend } from '../util/backend.ts';
 import { sha256File } from '../util/hash.ts';
@@ -91,6 +92,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
   const backend = await initBackend(options.backend);
   const { model, checkpoint } = await ClipModel.load(options.checkpoint);
   let encoder: ImageFeatureEncoder | undefined;
+  let releaseLock: (() => void) | undefined;
   try {
     const tokenizer = ClipTokenizer.fromDir(checkpoint.dir);
     const limitOptions = options.limit === undefined ? {} : { limit: { [options.split]: options.limit }, sampleSeed: seed };
@@ -126,6 +128,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
       logger.info(`Zero-shot run ${runId} is already complete in ${record.dir}; mean AUROC ${formatAuroc(metrics.meanAuroc)}. Pass force to recompute.`);
       return { runId, runDir: record.dir, metrics, reused: true };
     }
+    releaseLock = acquireRunLock(record.dir, runId);
     if (record.isComplete()) fs.rmSync(record.path('complete.json'));
     record.writeJson('config.json', { ...config, batchSize, runsDir: path.resolve(runsDir) });
     record.appendLog(`zero-shot run ${runId}: ${samples.length} ${options.split} images of ${options.data}, checkpoint ${checkpoint.dir} (${checkpoint.format}), backend ${backend.name}`);
@@ -196,6 +199,7 @@ export async function runZeroShot(options: ZeroShotRunOptions): Promise<ZeroShot
     logger.info(`Zero-shot ${options.split}: ${summary}. Record: ${record.dir}`);
     return { runId, runDir: record.dir, metrics, reused: false };
   } finally {
+    releaseLock?.();
     await encoder?.dispose();
     model.dispose();
   }

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { ClipModel } from '../clip/model.ts';
 import type { Split } from '../data/dataset.ts';
 import { openDataset, type DatasetName } from '../data/registry.ts';
+import { acquireRunLock } from '../runs/lock.ts';
 import { describeEnvironment, RunRecord, runIdFor } from '../runs/record.ts';
 import { moduleLog } from '../util/log.ts';
 import { GRADIENT_METHODS, gradientSelect, type GradientMethod } from './gradient.ts';
@@ -92,27 +93,35 @@ export async function runSelect(config: SelectConfig, options: SelectRunOptions 
     return { runDir: record.dir, runId: record.runId, selection: record.readJson<SelectionJson>('selection.json') };
   }
 
-  record.writeJson('config.json', {
-    kind: 'select',
-    method: label,
-    strategy: config.strategy,
-    strategyMethod: config.method,
-    seed: config.seed,
-    checkpoint: path.resolve(config.checkpoint),
-    checkpointSha256: checkpoint.sha256,
-    dataset: config.dataset,
-    data: path.resolve(config.data),
-    datasetOptions: datasetOptions ?? {},
-    source: config.source ? path.resolve(config.source) : null,
-    units: config.units,
-    limit: config.limit,
-    budget: config.budget,
-    settings: config.settings,
-  });
-  record.writeJson('environment.json', describeEnvironment({ checkpointSha256: checkpoint.sha256 }));
-  record.appendLog(`start: select ${label}, seed ${config.seed}, checkpoint ${checkpoint.sha256.slice(0, 12)}`);
+  let releaseLock: () => void;
+  try {
+    releaseLock = acquireRunLock(record.dir, record.runId);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
 
   try {
+    record.writeJson('config.json', {
+      kind: 'select',
+      method: label,
+      strategy: config.strategy,
+      strategyMethod: config.method,
+      seed: config.seed,
+      checkpoint: path.resolve(config.checkpoint),
+      checkpointSha256: checkpoint.sha256,
+      dataset: config.dataset,
+      data: path.resolve(config.data),
+      datasetOptions: datasetOptions ?? {},
+      source: config.source ? path.resolve(config.source) : null,
+      units: config.units,
+      limit: config.limit,
+      budget: config.budget,
+      settings: config.settings,
+    });
+    record.writeJson('environment.json', describeEnvironment({ checkpointSha256: checkpoint.sha256 }));
+    record.appendLog(`start: select ${label}, seed ${config.seed}, checkpoint ${checkpoint.sha256.slice(0, 12)}`);
+
     const dataset = await openDataset(config.dataset, config.data, { ...config.datasetOptions, limit: limitOf(config) });
     const result = await runStrategy(config, { model, checkpoint }, dataset, record, options);
     const selection: SelectionJson = { strategy: config.strategy, ...result };
@@ -128,6 +137,7 @@ export async function runSelect(config: SelectConfig, options: SelectRunOptions 
     record.appendLog(`failed: ${(err as Error).message}`);
     throw err;
   } finally {
+    releaseLock();
     model.dispose();
   }
 }

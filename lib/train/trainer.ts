@@ -159,16 +159,18 @@ export async function trainRun(rawConfig: TrainConfig | Record<string, unknown>,
   }
 
   // The caller's model must come back unchanged, so keep its trained parameters.
-  const originalWeights = options.model ? snapshotTrainedWeights(model, plan) : null;
-  const restoreTrainableFlags = markFrozenVariables(model, plan);
+  let originalWeights: ReturnType<typeof snapshotTrainedWeights> | null = null;
+  let restoreTrainableFlags = () => {};
   try {
+    originalWeights = options.model ? snapshotTrainedWeights(model, plan) : null;
+    restoreTrainableFlags = markFrozenVariables(model, plan);
     return await trainAndRecord({ config, plan, method, identity, record, model, checkpoint, options });
   } finally {
     releaseLock();
     restoreTrainableFlags();
     if (originalWeights) {
       model.setWeights(originalWeights);
-    } else {
+    } else if (!options.model) {
       model.dispose();
     }
   }

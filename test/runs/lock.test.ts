@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { acquireRunLock, LOCK_FILE, RunLockedError } from '../../lib/runs/lock.ts';
+import { runZeroShot } from '../../lib/eval/zeroShotRun.ts';
 import { trainRun } from '../../lib/train/trainer.ts';
 import { initBackend } from '../../lib/util/backend.ts';
 import { hasShared, sharedPath } from '../helpers/shared.ts';
@@ -91,4 +92,21 @@ sharedTest('trainer holds lock while running', async (t) => {
   t.true(lockedDuringRun, 'no lock file during the run');
   t.false(fs.existsSync(path.join(result.runDir, LOCK_FILE)), 'lock file left after the run');
   fs.rmSync(runs, { recursive: true });
+});
+
+sharedTest('zero-shot run respects lock', async (t) => {
+  await initBackend();
+  const runsDir = tempDir();
+  const options = { checkpoint: sharedPath('fixtures', 'clip-mini', 'hf-format'), data: sharedPath('data', 'chestxray14-sample'), split: 'test' as const, limit: 4, bootstrap: 0, runsDir };
+  const first = await runZeroShot(options);
+  t.false(fs.existsSync(path.join(first.runDir, LOCK_FILE)), 'lock file left after the run');
+
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  try {
+    writeLock(first.runDir, os.hostname(), holder.pid!);
+    await t.throwsAsync(() => runZeroShot({ ...options, force: true }), { instanceOf: RunLockedError });
+  } finally {
+    holder.kill();
+  }
+  fs.rmSync(runsDir, { recursive: true });
 });
