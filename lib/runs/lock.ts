@@ -27,7 +27,7 @@ export class RunLockedError extends Error {
 
 /**
  * Claims the run folder `dir` for this process and returns the function that releases it.
- * Throws RunLockedError when a live process (or a process on another host) holds the folder.
+ * Throws RunLockedError when a live process (or a process on another host) owns the folder.
  */
 export function acquireRunLock(dir: string, runId: string): () => void {
   const file = path.join(dir, LOCK_FILE);

@@ -212,6 +212,20 @@ export function flagOf(key: string): string {
   return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
+/** Describes the forms a key's `anyOf` schema accepts, e.g. 'a positive integer or "auto"'. */
+function describeForms(key: string): string {
+  type Form = { type?: string; minimum?: number; const?: unknown };
+  const forms = (TRAIN_SCHEMA.properties as Record<string, { anyOf?: readonly Form[] }>)[key]?.anyOf ?? [];
+  return forms
+    .map((form) => {
+      if (form.const !== undefined) return JSON.stringify(form.const);
+      if (form.type === 'integer' && form.minimum === 1) return 'a positive integer';
+      if (form.minimum !== undefined) return `a ${form.type} >= ${form.minimum}`;
+      return `a ${form.type}`;
+    })
+    .join(' or ');
+}
+
 /**
  * Validates a raw config (parsed JSON merged with flags), fills defaults and checks the
  * relations between keys. Throws a ConfigError that names every bad key and the allowed values.
@@ -228,7 +242,7 @@ export function parseTrainConfig(raw: unknown, origin = 'train config'): TrainCo
       if (e.keyword === 'required') return `missing key '${params.missingProperty}' (flag ${flagOf(String(params.missingProperty))})`;
       if (e.keyword === 'enum') return `invalid value for '${key}': ${JSON.stringify(e.data)}. Allowed values: ${(params.allowedValues as unknown[]).join(', ')}`;
       // One message for a key that accepts several forms, instead of one per form.
-      if (key === 'trainThreads') return `invalid value for 'trainThreads': ${JSON.stringify(e.data)}. Use a positive integer or "auto".`;
+      if (e.schemaPath.includes('/anyOf')) return `invalid value for '${key}': ${JSON.stringify(e.data)}. Use ${describeForms(key)}.`;
       return `invalid value for '${key}': ${JSON.stringify(e.data)} ${e.message}`;
     });
     throw new ConfigError(`Invalid ${origin}:\n  ${[...new Set(problems)].join('\n  ')}`);

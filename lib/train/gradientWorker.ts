@@ -88,13 +88,16 @@ function micro(state: WorkerState, request: Extract<WorkerRequest, { type: 'micr
   state.losses.push({ loss, images });
 }
 
-function collect(state: WorkerState): WorkerReply {
-  const names = [...state.grads.entries().keys()];
-  const sums = names.map((name) => state.grads.entries().get(name)!);
-  const reply: WorkerReply = { type: 'gradients', losses: state.losses, names, sums };
+/** Returns this step's gradient sums and losses and starts the next step, or raises the step's first error. */
+function collect(state: WorkerState): Extract<WorkerReply, { type: 'gradients' }> {
+  const { grads, losses, error } = state;
   state.grads = new GradientBuffer();
   state.losses = [];
-  return reply;
+  state.error = null;
+  if (error) throw new Error(error);
+
+  const names = [...grads.entries().keys()];
+  return { type: 'gradients', losses, names, sums: names.map((name) => grads.entries().get(name)!) };
 }
 
 function setWeights(state: WorkerState, values: Array<{ name: string; data: Float32Array }>): void {
@@ -130,15 +133,8 @@ port.on('message', (request: WorkerRequest) => {
       } else if (request.type === 'weights') {
         setWeights(state, request.values);
       } else if (request.type === 'collect') {
-        if (state.error) {
-          const message = state.error;
-          state.error = null;
-          state.grads = new GradientBuffer();
-          state.losses = [];
-          throw new Error(message);
-        }
         const reply = collect(state);
-        port.postMessage(reply, (reply as Extract<WorkerReply, { type: 'gradients' }>).sums.map((s) => s.buffer as ArrayBuffer));
+        port.postMessage(reply, reply.sums.map((sum) => sum.buffer as ArrayBuffer));
       }
     } catch (error) {
       port.postMessage({ type: 'error', message: (error as Error).stack ?? String(error) } satisfies WorkerReply);

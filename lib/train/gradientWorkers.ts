@@ -55,7 +55,7 @@ export function chooseTrainThreads(
     const threads = cap(setting);
     const reasons = [`trainThreads ${setting}`];
     if (threads < setting) reasons.push(`capped at the ${context.microBatchesPerStep} micro-batches per step`);
-    // Measured with the clip-mini fixture and micro-batches of 1 on a busy 2-core machine:
+    // Measured with a small test checkpoint (width 128, 3 blocks) on a busy 2-core machine:
     // 8 threads trained at 26 images/s, 2 threads at 45.
     if (threads > context.cores) reasons.push(`more than the ${context.cores} cores, so threads share cores and usually train slower than ${context.cores} threads`);
     return { threads, reason: reasons.join(', ') };

@@ -1,21 +1,12 @@
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TRAIN_KEYS, flagOf } from '../../lib/train/config.ts';
-import { hasShared, PROJECT_ROOT, sharedPath } from '../helpers/shared.ts';
+import { clipfreeze, interruptAfterFirstEpoch } from '../helpers/cli.ts';
+import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'chestxray14-sample') ? test : test.skip;
-
-function clipfreeze(args: string[], logLevel = 'warn'): { code: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), ...args], {
-    cwd: PROJECT_ROOT,
-    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: logLevel },
-    encoding: 'utf8',
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 test('train help lists every key', (t) => {
   const { code, stdout } = clipfreeze(['train', '--help']);
@@ -148,28 +139,15 @@ sharedTest('train resumes killed process', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-cli-'));
   const runs = path.join(dir, 'runs');
   const args = [
-    path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), 'train',
     '--checkpoint', sharedPath('fixtures', 'clip-mini', 'hf-format'),
     '--data', sharedPath('data', 'chestxray14-sample'),
     '--train-units', 'vision.block.2,head', '--epochs', '3', '--patience', '0',
     '--batch-size', '8', '--micro-batch-size', '4', '--bootstrap', '0',
-    '--limit', 'train=16,val=8,test=8', '--runs', runs,
+    '--limit', 'train=16,val=8,test=8',
   ];
 
   // Kill the process with SIGKILL as soon as epoch 1 is saved, two epochs before the end.
-  const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' }, stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  let runDir: string | null = null;
-  while (child.exitCode === null && child.signalCode === null) {
-    const name = fs.existsSync(runs) ? fs.readdirSync(runs).find((d) => d.startsWith('train-')) : undefined;
-    if (name && fs.existsSync(path.join(runs, name, 'state', 'state.json'))) {
-      runDir = path.join(runs, name);
-      child.kill('SIGKILL');
-      break;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  await exited;
+  const { runDir } = await interruptAfterFirstEpoch(args, runs, 'SIGKILL');
   t.truthy(runDir, 'the run saved no epoch before it exited');
   t.false(fs.existsSync(path.join(runDir!, 'complete.json')));
 

@@ -1,23 +1,14 @@
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RESUME_SETTINGS } from '../../lib/cli/train.ts';
 import { identityOf, parseTrainConfig } from '../../lib/train/config.ts';
 import { chooseTrainThreads, MIN_PARALLEL_RUN_FLOPS } from '../../lib/train/gradientWorkers.ts';
-import { hasShared, PROJECT_ROOT, sharedPath } from '../helpers/shared.ts';
+import { clipfreeze, interruptAfterFirstEpoch } from '../helpers/cli.ts';
+import { hasShared, sharedPath } from '../helpers/shared.ts';
 
 const sharedTest = hasShared('fixtures', 'clip-mini') && hasShared('data', 'chestxray14-sample') ? test : test.skip;
-
-function clipfreeze(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), ...args], {
-    cwd: PROJECT_ROOT,
-    env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' },
-    encoding: 'utf8',
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 test('resume settings leave run id', (t) => {
   const base = parseTrainConfig({ checkpoint: '/x', data: '/y' });
@@ -53,28 +44,15 @@ sharedTest('resume changes train threads', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resume-settings-'));
   const runs = path.join(dir, 'runs');
   const args = [
-    path.join(PROJECT_ROOT, 'bin', 'clipfreeze.js'), 'train',
     '--checkpoint', sharedPath('fixtures', 'clip-mini', 'hf-format'),
     '--data', sharedPath('data', 'chestxray14-sample'),
     '--train-units', 'vision.block.2,head', '--epochs', '3', '--patience', '0',
     '--batch-size', '8', '--micro-batch-size', '2', '--bootstrap', '0', '--train-threads', '2',
-    '--limit', 'train=16,val=8,test=8', '--runs', runs,
+    '--limit', 'train=16,val=8,test=8',
   ];
 
   // Kill the process with SIGKILL as soon as epoch 1 is saved, two epochs before the end.
-  const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, CLIPFREEZE_LOG_LEVEL: 'warn' }, stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  let runDir: string | null = null;
-  while (child.exitCode === null && child.signalCode === null) {
-    const name = fs.existsSync(runs) ? fs.readdirSync(runs).find((d) => d.startsWith('train-')) : undefined;
-    if (name && fs.existsSync(path.join(runs, name, 'state', 'state.json'))) {
-      runDir = path.join(runs, name);
-      child.kill('SIGKILL');
-      break;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  await exited;
+  const { runDir } = await interruptAfterFirstEpoch(args, runs, 'SIGKILL');
   t.truthy(runDir, 'the run saved no epoch before it exited');
   t.false(fs.existsSync(path.join(runDir!, 'complete.json')));
 

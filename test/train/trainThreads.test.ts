@@ -33,19 +33,19 @@ sharedTest('two threads train like one', async (t) => {
     limit: { train: 16, val: 8, test: 8 },
     activationCache: false,
   };
-  const one = await trainRun({ ...base, trainThreads: 1, runs: path.join(runs, 'one') });
-  const two = await trainRun({ ...base, trainThreads: 2, runs: path.join(runs, 'two') });
+  const oneThread = await trainRun({ ...base, trainThreads: 1, runs: path.join(runs, 'one') });
+  const twoThreads = await trainRun({ ...base, trainThreads: 2, runs: path.join(runs, 'two') });
 
   // The thread count is not part of the run's identity.
-  t.is(two.runId, one.runId);
-  t.is(one.cost.trainThreads, 1);
-  t.is(two.cost.trainThreads, 2);
+  t.is(twoThreads.runId, oneThread.runId);
+  t.is(oneThread.cost.trainThreads, 1);
+  t.is(twoThreads.cost.trainThreads, 2);
 
-  const historyOne = readJson<History>(path.join(one.runDir, 'history.json'));
-  const historyTwo = readJson<History>(path.join(two.runDir, 'history.json'));
-  historyOne.epochs.forEach((epoch, i) => {
-    t.true(Math.abs(epoch.trainLoss - historyTwo.epochs[i].trainLoss) < 1e-4, `epoch ${i + 1}: loss ${epoch.trainLoss} vs ${historyTwo.epochs[i].trainLoss}`);
+  const historyOneThread = readJson<History>(path.join(oneThread.runDir, 'history.json'));
+  const historyTwoThreads = readJson<History>(path.join(twoThreads.runDir, 'history.json'));
+  historyOneThread.epochs.forEach((epoch, i) => {
+    t.true(Math.abs(epoch.trainLoss - historyTwoThreads.epochs[i].trainLoss) < 1e-4, `epoch ${i + 1}: loss ${epoch.trainLoss} vs ${historyTwoThreads.epochs[i].trainLoss}`);
   });
-  t.true(Math.abs(one.metrics!.meanAuroc! - two.metrics!.meanAuroc!) < 1e-3);
+  t.true(Math.abs(oneThread.metrics!.meanAuroc! - twoThreads.metrics!.meanAuroc!) < 1e-3);
   fs.rmSync(runs, { recursive: true });
 });
